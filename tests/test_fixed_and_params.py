@@ -1,0 +1,125 @@
+"""Decimal strings at scale (SPEC §2) and parameter validation (SPEC §9)."""
+import pytest
+
+from tests.fixtures import make_params, params_toml
+from worker.core.fixed import DecimalFormatError, ceil_div, floor_div, format_units, half_even_div, parse_decimal
+from worker.core.params import ParamsError, parse_params
+
+
+@pytest.mark.parametrize(
+    "text, decimals, rounding, expected",
+    [
+        pytest.param("64123.5", 1, "exact", 641235, id="a price at its scale parses exactly"),
+        pytest.param("12.5", 6, "exact", 12_500_000, id="fewer decimals than the scale are padded"),
+        pytest.param("-0.001", 3, "exact", -1, id="a negative size keeps its sign"),
+        pytest.param("19076.35", 1, "half_even", 190764, id="a mark tie rounds half-even up to an even tick"),
+        pytest.param("19076.25", 1, "half_even", 190762, id="a mark tie rounds half-even down to an even tick"),
+        pytest.param("19076.26", 1, "half_even", 190763, id="a mark above the tie rounds up"),
+        pytest.param("0", 2, "exact", 0, id="zero is zero at any scale"),
+    ],
+)
+def test_parse_decimal(text, decimals, rounding, expected):
+    assert parse_decimal(text, decimals, rounding) == expected
+
+
+@pytest.mark.parametrize(
+    "value, code",
+    [
+        pytest.param("1.2345", "too_many_decimals", id="more decimals than the scale are refused"),
+        pytest.param("1e5", "bad_decimal", id="an exponent is refused"),
+        pytest.param("NaN", "bad_decimal", id="NaN is refused"),
+        pytest.param("+1", "bad_decimal", id="a plus sign is refused"),
+        pytest.param(" 1", "bad_decimal", id="whitespace is refused"),
+        pytest.param("01", "bad_decimal", id="a leading zero is refused"),
+        pytest.param(1.5, "wrong_type", id="a JSON float is refused"),
+        pytest.param(15, "wrong_type", id="a JSON integer is refused for money"),
+        pytest.param("9" * 41, "bad_decimal", id="an absurdly long number is refused before parsing"),
+    ],
+)
+def test_parse_decimal_refuses(value, code):
+    with pytest.raises(DecimalFormatError) as caught:
+        parse_decimal(value, 3)
+    assert caught.value.code == code
+
+
+@pytest.mark.parametrize(
+    "units, decimals, expected",
+    [
+        pytest.param(12_500_000, 6, "12.500000", id="exactly the scale's decimals"),
+        pytest.param(-5, 6, "-0.000005", id="small negative amounts keep the leading zero"),
+        pytest.param(0, 3, "0.000", id="zero has all its decimals"),
+        pytest.param(42, 0, "42", id="a zero-decimal scale has no point"),
+    ],
+)
+def test_format_units(units, decimals, expected):
+    assert format_units(units, decimals) == expected
+
+
+def test_named_roundings_differ_only_where_they_should():
+    # -7/2 = -3.5: floor -4, ceil -3, half-even -4 (even); 5/2 = 2.5: half-even 2
+    assert (floor_div(-7, 2), ceil_div(-7, 2), half_even_div(-7, 2)) == (-4, -3, -4)
+    assert (floor_div(5, 2), ceil_div(5, 2), half_even_div(5, 2)) == (2, 3, 2)
+
+
+def test_btcusdt_2021_bracket_offsets():
+    # cum_k = cum_{k-1} + floor(max_{k-1} · (mmr_k − mmr_{k-1}) / 10^6):
+    # 0; 50 000·0.1 % = 50; 50 + 250 000·0.5 % = 1 300; 1 300 + 1 000 000·1.5 % = 16 300;
+    # 16 300 + 10 000 000·2.5 % = 266 300 USDT, in units of 10^-6.
+    params = make_params(btc_brackets=(
+        '[{max_notional = "50000", mmr_ppm = 4000}, {max_notional = "250000", mmr_ppm = 5000},'
+        ' {max_notional = "1000000", mmr_ppm = 10000}, {max_notional = "10000000", mmr_ppm = 25000},'
+        ' {mmr_ppm = 50000}]'))
+    offsets = [b.cum_units for b in params.symbols["BTC-PERP"].brackets]
+    assert offsets == [0, 50_000_000, 1_300_000_000, 16_300_000_000, 266_300_000_000]
+
+
+def test_params_version_is_the_first_16_hex_digits_of_the_file_sha256():
+    import hashlib
+
+    text = params_toml().encode()
+    assert parse_params(text).params_version == hashlib.sha256(text).hexdigest()[:16]
+
+
+@pytest.mark.parametrize(
+    "overrides, named_key",
+    [
+        pytest.param({"extra": "[engine2]\nx = 1"}, "engine2", id="an unknown top-level table is named"),
+        pytest.param({"liquidator_ppm": 700_000, "protocol_ppm": 400_000}, "split.protocol_ppm",
+                     id="shares above one million are refused"),
+        pytest.param({"btc_brackets": '[{max_notional = "250000", mmr_ppm = 4000},'
+                                      ' {max_notional = "50000", mmr_ppm = 5000}, {mmr_ppm = 10000}]'},
+                     "symbols.BTC-PERP.brackets[1].max_notional", id="unsorted brackets are refused"),
+        pytest.param({"btc_brackets": '[{max_notional = "50000", mmr_ppm = 5000}, {mmr_ppm = 4000}]'},
+                     "symbols.BTC-PERP.brackets[1].mmr_ppm", id="a falling maintenance rate is refused"),
+        pytest.param({"btc_brackets": '[{mmr_ppm = 4000, max_notional = "1"}]'},
+                     "symbols.BTC-PERP.brackets[0].max_notional", id="the last bracket must not have a maximum"),
+        pytest.param({"btc_penalty": '{model = "severity", min_ppm = 1000, max_ppm = 5000}'},
+                     "symbols.BTC-PERP.brackets[0].mmr_ppm",
+                     id="partial mode refuses a penalty the buffer cannot outgrow"),
+        pytest.param({"btc_penalty": '{model = "linear", min_ppm = 0}'}, "symbols.BTC-PERP.penalty.model",
+                     id="an unknown penalty model is named"),
+        pytest.param({"mode": "half"}, "liquidation.mode", id="an unknown liquidation mode is named"),
+        pytest.param({"btc_min_notional": "1.0000001"}, "symbols.BTC-PERP.min_notional",
+                     id="an amount with more decimals than the settlement scale is refused"),
+        pytest.param({"extra": "[symbols.SOL-PERP]\nprice_decimals = 2\nsize_decimals = 1\nbrackets = [{mmr_ppm = 5000}]\nleverage = 3"},
+                     "symbols.SOL-PERP.leverage", id="an unknown symbol key is named"),
+    ],
+)
+def test_params_refused_with_the_key_named(overrides, named_key):
+    with pytest.raises(ParamsError) as caught:
+        parse_params(params_toml(**overrides).encode())
+    assert str(caught.value).startswith(named_key)
+
+
+def test_full_mode_accepts_a_penalty_partial_mode_refuses():
+    params = make_params(mode="full", btc_penalty='{model = "severity", min_ppm = 1000, max_ppm = 5000}')
+    assert params.symbols["BTC-PERP"].penalty_max_ppm == 5000
+
+
+def test_example_params_load():
+    from tests.fixtures import EXAMPLES
+    from worker.core.params import load_params
+
+    params = load_params(str(EXAMPLES / "params.toml"))
+    assert set(params.symbols) == {"BTC-PERP", "ETH-PERP"}
+    assert params.insurance_floor_units == 100_000_000

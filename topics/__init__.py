@@ -1,0 +1,1 @@
+"""Topic catalog, JSON Schemas and the one codec module."""

@@ -1,0 +1,2 @@
+"""Streaming liquidation risk engine."""
+__version__ = "0.1.0"

@@ -1,0 +1,560 @@
+"""The risk engine: account state, evaluation triggers, pending/ack, guards, outputs.
+
+Pure and synchronous: ``process_mark`` / ``process_positions`` take decoded JSON and return
+the output events in emission order. The offline replay and the streaming worker both drive it.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from .fixed import PPM
+from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
+from .liquidation import LiquidationPlan, plan_liquidation
+from .margin import Leg, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
+from .outputs import (
+    Output, Source, Trigger, allocation_event, dead_letter_event, insurance_fund_entry, margin_call_event,
+    socialized_loss_event,
+)
+from .params import Params
+
+CROSS = "cross"
+ScopeKey = tuple[str, str]  # (account_id, scope): scope is "cross" or the isolated symbol
+
+
+def liquidation_id(account_id: str, scope: str, seq: int, n: int) -> str:
+    """First 32 hex digits of sha256("{account_id}|{scope}|{seq}|{n}")   (SPEC §4)."""
+    return hashlib.sha256(f"{account_id}|{scope}|{seq}|{n}".encode()).hexdigest()[:32]
+
+
+@dataclass(slots=True)
+class PositionState:
+    size_lots: int
+    entry_ticks: int
+    isolated: bool = False
+    isolated_margin_units: int = 0
+
+
+@dataclass(slots=True)
+class Pending:
+    liquidation_id: str
+    emitted_ts: int
+
+
+@dataclass(slots=True)
+class AccountState:
+    account_id: str
+    seq: int = -1  # highest positions seq applied
+    collateral_units: int = 0
+    positions: dict[str, PositionState] = field(default_factory=dict)
+    pending: dict[str, Pending] = field(default_factory=dict)  # scope → pending liquidation
+    emitted: dict[str, list[int]] = field(default_factory=dict)  # scope → [seq, n emitted at that seq]
+    in_call: set[str] = field(default_factory=set)  # scopes in the margin-call zone
+
+    def scopes(self) -> list[str]:
+        """Evaluation order: cross first, then isolated positions by symbol."""
+        isolated = sorted(s for s, p in self.positions.items() if p.isolated)
+        return [CROSS, *isolated]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "seq": self.seq,
+            "collateral": self.collateral_units,
+            "positions": {s: [p.size_lots, p.entry_ticks, p.isolated, p.isolated_margin_units]
+                          for s, p in self.positions.items()},
+            "pending": {s: [p.liquidation_id, p.emitted_ts] for s, p in self.pending.items()},
+            "emitted": {s: list(v) for s, v in self.emitted.items()},
+            "in_call": sorted(self.in_call),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "AccountState":
+        return cls(
+            account_id=data["account_id"],
+            seq=data["seq"],
+            collateral_units=data["collateral"],
+            positions={s: PositionState(*v) for s, v in data["positions"].items()},
+            pending={s: Pending(*v) for s, v in data["pending"].items()},
+            emitted={s: list(v) for s, v in data["emitted"].items()},
+            in_call=set(data["in_call"]),
+        )
+
+
+@dataclass(slots=True)
+class MarkState:
+    mark_ticks: int
+    seq: int
+    ts: int
+    confirmed: bool = True
+
+
+class InsuranceFund:
+    """One ledger per settlement asset (SPEC §5); never paid below its floor."""
+
+    def __init__(self, balance_units: int, floor_units: int) -> None:
+        self.balance_units = balance_units
+        self.floor_units = floor_units
+
+    def credit(self, amount_units: int) -> int:
+        self.balance_units += amount_units
+        return self.balance_units
+
+    def cover(self, shortfall_units: int) -> int:
+        """Debit what it holds above its floor, up to the shortfall; return the cover."""
+        cover = min(shortfall_units, max(0, self.balance_units - self.floor_units))
+        self.balance_units -= cover
+        if self.balance_units < self.floor_units and cover:
+            raise AssertionError("insurance fund paid below its floor")
+        return cover
+
+
+class CandidateIndex:
+    """Finds the scopes a mark tick can move to another zone without touching the others.
+
+    Each indexed scope holds, per symbol, a price band [lo, hi] in ticks inside which its zone
+    cannot change (``safe_move_ticks`` with the slack shared among its positions). A tick outside
+    a band makes the scope a candidate. Scopes that must be looked at on any tick of a symbol
+    (no mark yet, a guard held the liquidation back) sit in that symbol's watch set.
+    """
+
+    def __init__(self) -> None:
+        self._low: dict[str, list[tuple[int, ScopeKey, int]]] = {}  # max-heap by lo (negated)
+        self._high: dict[str, list[tuple[int, ScopeKey, int]]] = {}  # min-heap by hi
+        self._watch: dict[str, set[ScopeKey]] = {}
+        self._version: dict[ScopeKey, int] = {}
+        self._live = 0
+
+    def drop(self, key: ScopeKey) -> None:
+        self._version[key] = self._version.get(key, 0) + 1
+
+    def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int, hi_ticks: int) -> None:
+        version = self._version.setdefault(key, 0)
+        heapq.heappush(self._low.setdefault(symbol, []), (-lo_ticks, key, version))
+        heapq.heappush(self._high.setdefault(symbol, []), (hi_ticks, key, version))
+
+    def watch(self, key: ScopeKey, symbol: str) -> None:
+        self._watch.setdefault(symbol, set()).add(key)
+
+    def candidates(self, symbol: str, mark_ticks: int) -> set[ScopeKey]:
+        found = self._watch.pop(symbol, set())
+        low = self._low.get(symbol, [])
+        while low and -low[0][0] > mark_ticks:
+            _, key, version = heapq.heappop(low)
+            if self._version.get(key) == version:
+                found.add(key)
+        high = self._high.get(symbol, [])
+        while high and high[0][0] < mark_ticks:
+            _, key, version = heapq.heappop(high)
+            if self._version.get(key) == version:
+                found.add(key)
+        return found
+
+    def compact(self) -> None:
+        """Drop superseded heap entries (lazy deletion leaves them behind)."""
+        for heaps in (self._low, self._high):
+            for symbol, heap in heaps.items():
+                live = [e for e in heap if self._version.get(e[1]) == e[2]]
+                if len(live) < len(heap):
+                    heapq.heapify(live)
+                    heaps[symbol] = live
+
+    def size(self) -> int:
+        return sum(len(h) for h in self._low.values())
+
+
+Settle = Callable[[LiquidationPlan, str, str, int], tuple[int, int, list[Output]]]
+
+
+class Engine:
+    """Account state and the evaluation rules of SPEC §3–§5, §8."""
+
+    def __init__(self, params: Params, accounts: dict[str, AccountState] | None = None,
+                 fund: InsuranceFund | None = None, use_index: bool = True) -> None:
+        self.params = params
+        self.use_index = use_index  # False: every holder of the ticked symbol is evaluated (reference)
+        self.accounts: dict[str, AccountState] = accounts if accounts is not None else {}
+        self.marks: dict[str, MarkState] = {}
+        self.fund = fund or InsuranceFund(params.insurance_initial_units, params.insurance_floor_units)
+        self.index = CandidateIndex()
+        self.expiries: list[tuple[int, ScopeKey, str]] = []  # (expiry ts, key, liquidation_id)
+        self.newest_ts = 0
+        self.counters: Counter[str] = Counter()
+        self.last_snapshot_bucket: dict[str, int] = {}
+        # (symbol) → signed sums for open interest in lots
+        self.open_long: Counter[str] = Counter()
+        self.open_short: Counter[str] = Counter()
+        for account in self.accounts.values():
+            self._count_open_interest(account, +1)
+            for scope in account.scopes():
+                self._reindex(account, scope)
+
+    # ----------------------------------------------------------------- inputs
+    def process_mark(self, value: Any, source: Source) -> list[Output]:
+        """One `mark-prices` message: an event or an array of events, applied in order."""
+        out: list[Output] = []
+        for index, element in _elements(value):
+            try:
+                tick = decode_mark(element, self.params)
+            except BadInput as exc:
+                out.append(self.dead_letter(source, exc.code, str(exc), index, element))
+                continue
+            out.extend(self.apply_mark(tick, source, index, element))
+        return out
+
+    def process_positions(self, value: Any, source: Source,
+                          accept_account: Callable[[str], bool] | None = None) -> list[Output]:
+        """One `positions` message; ``accept_account`` refuses accounts of another partition."""
+        out: list[Output] = []
+        for index, element in _elements(value):
+            try:
+                update = decode_position_event(element, self.params)
+                if accept_account is not None and not accept_account(update.account_id):
+                    raise BadInput("wrong_partition", "account does not belong to this message's partition")
+            except BadInput as exc:
+                out.append(self.dead_letter(source, exc.code, str(exc), index, element))
+                continue
+            out.extend(self.apply_position_event(update, source, index, element))
+        return out
+
+    def dead_letter(self, source: Source, code: str, message: str, index: int | None = None,
+                    element: Any = None) -> Output:
+        self.counters[f"dead_letter:{code}"] += 1
+        event = dead_letter_event(ts=self.newest_ts, source=source, code=code, message=message,
+                                  index=index, element=element)
+        return Output("dead-letters", source.topic, event)
+
+    # ------------------------------------------------------------ mark ticks
+    def apply_mark(self, tick: MarkTick, source: Source, index: int | None = None, element: Any = None) -> list[Output]:
+        previous = self.marks.get(tick.symbol)
+        if previous is not None and tick.seq <= previous.seq:
+            self.counters["stale_seq:mark"] += 1
+            return [self.dead_letter(source, "stale_seq", f"mark seq {tick.seq} <= applied {previous.seq}",
+                                     index, element)]
+        self.newest_ts = max(self.newest_ts, tick.ts)
+        confirmed = True
+        jump = self.params.max_jump_ppm
+        if jump and previous is not None:
+            # jumped iff |P − P_prev| · 10^6 > max_jump · P_prev; confirmed by the next tick
+            confirmed = abs(tick.mark_ticks - previous.mark_ticks) * PPM <= jump * previous.mark_ticks
+            if not confirmed:
+                self.counters["guard:jump"] += 1
+        self.marks[tick.symbol] = MarkState(tick.mark_ticks, tick.seq, tick.ts, confirmed)
+        self.counters["ticks"] += 1
+        trigger = Trigger("mark", tick.symbol, tick.seq, tick.mark_ticks)
+        keys = self.index.candidates(tick.symbol, tick.mark_ticks)
+        if not self.use_index:
+            keys = {(a.account_id, scope) for a in self.accounts.values() for scope in a.scopes()
+                    if tick.symbol in self._scope_symbols(a, scope)}
+        keys.update(self._expired(tick.ts))
+        self.counters["evaluations"] += len(keys)
+        self.counters[f"evaluations:{tick.symbol}"] += len(keys)
+        out: list[Output] = []
+        for account_id, scope in sorted(keys, key=_scope_order):
+            account = self.accounts.get(account_id)
+            if account is None:
+                continue
+            out.extend(self._evaluate(account, scope, trigger, tick.ts))
+        out.extend(self._maybe_snapshot(tick))
+        return out
+
+    # -------------------------------------------------------- positions events
+    def apply_position_event(self, update: PositionUpdate | BalanceUpdate, source: Source,
+                             index: int | None = None, element: Any = None) -> list[Output]:
+        account = self.accounts.get(update.account_id)
+        if account is None:
+            account = AccountState(update.account_id)
+        elif update.seq <= account.seq:
+            self.counters["stale_seq:positions"] += 1
+            return [self.dead_letter(source, "stale_seq", f"positions seq {update.seq} <= applied {account.seq}",
+                                     index, element)]
+        self.newest_ts = max(self.newest_ts, update.ts)
+        self._count_open_interest(account, -1)
+        if isinstance(update, PositionUpdate):
+            if update.size_lots == 0:
+                account.positions.pop(update.symbol, None)
+            else:
+                account.positions[update.symbol] = PositionState(
+                    update.size_lots, update.entry_ticks, update.isolated, update.isolated_margin_units)
+            mark = self.marks.get(update.symbol)
+            trigger = Trigger("position", update.symbol, update.seq, mark.mark_ticks if mark else None)
+        else:
+            account.collateral_units = update.collateral_units
+            trigger = Trigger("balance", None, update.seq, None)
+        account.seq = update.seq
+        self._count_open_interest(account, +1)
+        self.counters["position_events"] += 1
+        if update.liquidation_id is not None:
+            acked = [s for s, p in account.pending.items() if p.liquidation_id == update.liquidation_id]
+            for scope in acked:
+                del account.pending[scope]
+                self.counters["acks"] += 1
+            if not acked:
+                self.counters["unmatched_acks"] += 1
+        self.accounts[account.account_id] = account
+        keys = {(account.account_id, scope) for scope in account.scopes()}
+        # its own pending scopes see the timeout here; other accounts' only on ticks, which every
+        # worker sees (so that a partitioned worker expires exactly what replay expires)
+        keys.update((account.account_id, scope) for scope in list(account.pending) + list(account.in_call))
+        out: list[Output] = []
+        for key in sorted(keys, key=_scope_order):
+            target = self.accounts.get(key[0])
+            if target is not None:
+                self.counters["evaluations"] += 1
+                out.extend(self._evaluate(target, key[1], trigger, update.ts))
+        return out
+
+    # -------------------------------------------------------------- evaluation
+    def scope_legs(self, account: AccountState, scope: str) -> tuple[int, list[Leg]] | None:
+        """(collateral, legs) of a scope, or None while one of its symbols has no mark."""
+        legs: list[Leg] = []
+        if scope == CROSS:
+            collateral = account.collateral_units
+            items = sorted((s, p) for s, p in account.positions.items() if not p.isolated)
+        else:
+            position = account.positions.get(scope)
+            if position is None or not position.isolated:
+                return collateral_free_scope()
+            collateral = position.isolated_margin_units
+            items = [(scope, position)]
+        for symbol, position in items:
+            mark = self.marks.get(symbol)
+            if mark is None:
+                return None
+            legs.append(Leg(self.params.symbols[symbol], position.size_lots, position.entry_ticks, mark.mark_ticks))
+        return collateral, legs
+
+    def _evaluate(self, account: AccountState, scope: str, trigger: Trigger, ts: int) -> list[Output]:
+        key = (account.account_id, scope)
+        pending = account.pending.get(scope)
+        if pending is not None:
+            timeout = self.params.pending_timeout_ms
+            if timeout == 0 or ts - pending.emitted_ts < timeout:
+                self.index.drop(key)
+                return []
+            del account.pending[scope]  # timed out: liquidate again (counted and alerted)
+            self.counters["reliquidations"] += 1
+        found = self.scope_legs(account, scope)
+        if found is None:
+            self.index.drop(key)
+            for symbol in self._scope_symbols(account, scope):
+                if symbol not in self.marks:
+                    self.index.watch(key, symbol)
+            return []
+        collateral, legs = found
+        state = margin_state(collateral, legs)
+        current = zone(state, self.params.call_ratio_ppm) if legs else "healthy"
+        out: list[Output] = []
+        if current == "liquidatable":
+            guard = self._guard(legs)
+            if guard is not None:
+                self.counters[f"guard_trip:{guard}"] += 1
+                self.index.drop(key)
+                for leg in legs:
+                    self.index.watch(key, leg.sym.symbol)
+                return []
+        was_call = scope in account.in_call
+        if current == "call" and not was_call:
+            account.in_call.add(scope)
+            out.append(self._margin_call("margin_call", account, scope, state, current, trigger, ts))
+        elif current != "call" and was_call:
+            account.in_call.discard(scope)
+            out.append(self._margin_call("margin_call_cleared", account, scope, state, current, trigger, ts))
+        if current == "liquidatable":
+            out.extend(self._liquidate(account, scope, collateral, legs, trigger, ts))
+            self.index.drop(key)
+        else:
+            self._index_bands(key, state, legs)
+        return out
+
+    def _guard(self, legs: list[Leg]) -> str | None:
+        max_age = self.params.max_mark_age_ms
+        for leg in legs:
+            mark = self.marks[leg.sym.symbol]
+            if max_age and mark.ts < self.newest_ts - max_age:
+                return "stale_mark"
+            if not mark.confirmed:
+                return "unconfirmed_jump"
+        return None
+
+    def _liquidate(self, account: AccountState, scope: str, collateral: int, legs: list[Leg],
+                   trigger: Trigger, ts: int) -> list[Output]:
+        plan = plan_liquidation(collateral, legs, self.params)
+        emitted = account.emitted.get(scope)
+        n = emitted[1] if emitted is not None and emitted[0] == account.seq else 0
+        lid = liquidation_id(account.account_id, scope, account.seq, n)
+        account.emitted[scope] = [account.seq, n + 1]
+        account.pending[scope] = Pending(lid, ts)
+        if self.params.pending_timeout_ms:
+            heapq.heappush(self.expiries, (ts + self.params.pending_timeout_ms, (account.account_id, scope), lid))
+        cover, social, fund_events = self.settle(plan, lid, account.account_id, ts)
+        self.counters["liquidations"] += 1
+        self.counters["bankruptcies" if plan.bankrupt else "solvent_liquidations"] += 1
+        event = allocation_event(self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope,
+                                 ts=ts, trigger=trigger, insurance_cover_units=cover, socialized_loss_units=social)
+        return [*fund_events, Output("liquidations", account.account_id, event)]
+
+    def settle(self, plan: LiquidationPlan, lid: str, account_id: str, ts: int) -> tuple[int, int, list[Output]]:
+        """Apply a plan to the insurance fund: credit its penalty share, cover what it can."""
+        out: list[Output] = []
+        asset = self.params.asset
+        if plan.insurance_fund_units:
+            balance = self.fund.credit(plan.insurance_fund_units)
+            out.append(Output("insurance-fund", asset, insurance_fund_entry(
+                self.params, ts=ts, delta_units=plan.insurance_fund_units, balance_after_units=balance,
+                reason="penalty_insurance_fund", liquidation_id=lid)))
+        cover = social = 0
+        if plan.shortfall_units:
+            cover = self.fund.cover(plan.shortfall_units)
+            social = plan.shortfall_units - cover
+            if cover:
+                out.append(Output("insurance-fund", asset, insurance_fund_entry(
+                    self.params, ts=ts, delta_units=-cover, balance_after_units=self.fund.balance_units,
+                    reason="insurance_cover", liquidation_id=lid)))
+            for symbol, side, amount in socialized_loss_by_close(plan, social):
+                out.append(Output("insurance-fund", asset, socialized_loss_event(
+                    self.params, ts=ts, symbol=symbol, side=side, amount_units=amount, liquidation_id=lid,
+                    account_id=account_id)))
+            self.counters["socialized_loss_units"] += social
+        return cover, social, out
+
+    def _margin_call(self, kind: str, account: AccountState, scope: str, state, current: str,
+                     trigger: Trigger, ts: int) -> Output:
+        self.counters[kind] += 1
+        event = margin_call_event(
+            self.params, kind=kind, ts=ts, account_id=account.account_id, scope=scope,
+            equity_units=state.equity_units, maintenance_units=state.maintenance_units,
+            call_level_units=call_level(state.maintenance_units, self.params.call_ratio_ppm),
+            ratio_ppm=ratio_ppm(state), zone=current, trigger=trigger)
+        return Output("margin-calls", account.account_id, event)
+
+    # ------------------------------------------------------------------ index
+    def _index_bands(self, key: ScopeKey, state, legs: list[Leg]) -> None:
+        self.index.drop(key)
+        if not legs:
+            return
+        ratio = self.params.call_ratio_ppm
+        level = call_level(state.maintenance_units, ratio)
+        if state.equity_units >= level:  # healthy: stays so while EQ ≥ call level
+            slack = state.equity_units - level
+        else:  # call zone: stays while MM ≤ EQ < call level
+            slack = min(state.equity_units - state.maintenance_units, level - state.equity_units - 1)
+        share = slack // len(legs)
+        for leg in legs:
+            move = safe_move_ticks(leg, share, ratio)
+            self.index.put_band(key, leg.sym.symbol, leg.mark_ticks - move, leg.mark_ticks + move)
+
+    def _reindex(self, account: AccountState, scope: str) -> None:
+        key = (account.account_id, scope)
+        if scope in account.pending:
+            self.index.drop(key)
+            return
+        found = self.scope_legs(account, scope)
+        if found is None:
+            for symbol in self._scope_symbols(account, scope):
+                self.index.watch(key, symbol)
+            return
+        collateral, legs = found
+        state = margin_state(collateral, legs)
+        if state.liquidatable():
+            for leg in legs:
+                self.index.watch(key, leg.sym.symbol)
+        else:
+            self._index_bands(key, state, legs)
+
+    def _scope_symbols(self, account: AccountState, scope: str) -> list[str]:
+        if scope == CROSS:
+            return sorted(s for s, p in account.positions.items() if not p.isolated)
+        return [scope]
+
+    def _expired(self, ts: int) -> set[ScopeKey]:
+        """Pending scopes whose timeout passed at event time ``ts``."""
+        found: set[ScopeKey] = set()
+        while self.expiries and self.expiries[0][0] <= ts:
+            _, key, lid = heapq.heappop(self.expiries)
+            account = self.accounts.get(key[0])
+            pending = account.pending.get(key[1]) if account else None
+            if pending is not None and pending.liquidation_id == lid:
+                found.add(key)
+        return found
+
+    # -------------------------------------------------------- snapshots, OI
+    def _count_open_interest(self, account: AccountState, sign: int) -> None:
+        for symbol, position in account.positions.items():
+            if position.size_lots > 0:
+                self.open_long[symbol] += sign * position.size_lots
+            else:
+                self.open_short[symbol] -= sign * position.size_lots
+
+    def _maybe_snapshot(self, tick: MarkTick) -> list[Output]:
+        interval = self.params.snapshot_interval_ms
+        if not interval:
+            return []
+        bucket = tick.ts // interval
+        if self.last_snapshot_bucket.get(tick.symbol) == bucket:
+            return []
+        self.last_snapshot_bucket[tick.symbol] = bucket
+        return [Output("risk-snapshots", tick.symbol, self.snapshot(tick.symbol, tick.ts))]
+
+    def snapshot(self, symbol: str, ts: int) -> dict[str, Any]:
+        """Mark, open interest, accounts in the margin-call zone and their notional (at mark)."""
+        from .fixed import format_units
+
+        sym = self.params.symbols[symbol]
+        mark = self.marks[symbol]
+        in_zone = 0
+        at_risk = 0
+        for account in self.accounts.values():
+            if not account.in_call and not account.pending:
+                continue
+            for scope in set(account.in_call) | set(account.pending):
+                if symbol in self._scope_symbols(account, scope) and symbol in account.positions:
+                    in_zone += scope in account.in_call
+                    at_risk += notional(sym, account.positions[symbol].size_lots, mark.mark_ticks)
+        return {
+            "type": "risk_snapshot",
+            "schema_version": 1,
+            "ts": ts,
+            "symbol": symbol,
+            "mark_price": format_units(mark.mark_ticks, sym.price_decimals),
+            "open_interest_long": format_units(self.open_long[symbol], sym.size_decimals),
+            "open_interest_short": format_units(self.open_short[symbol], sym.size_decimals),
+            "accounts_in_margin_call": in_zone,
+            "notional_at_risk": format_units(at_risk, self.params.quote_decimals),
+            "params_version": self.params.params_version,
+        }
+
+
+def collateral_free_scope() -> tuple[int, list[Leg]]:
+    """An isolated scope whose position was closed: nothing to evaluate."""
+    return 0, []
+
+
+def socialized_loss_by_close(plan: LiquidationPlan, social_units: int) -> list[tuple[str, str, int]]:
+    """Attribute a socialized loss to (symbol, side) pro rata to each close's realized loss,
+    floor; the residue goes to the largest loss (ties by close order)."""
+    if social_units <= 0:
+        return []
+    losses = [(c.symbol, c.side, max(0, -c.realized_pnl_units)) for c in plan.closes]
+    total = sum(loss for _, _, loss in losses)
+    if total == 0:
+        first = plan.closes[0]
+        return [(first.symbol, first.side, social_units)]
+    shares = [social_units * loss // total for _, _, loss in losses]
+    largest = max(range(len(losses)), key=lambda i: (losses[i][2], -i))
+    shares[largest] += social_units - sum(shares)
+    return [(s, side, share) for (s, side, _), share in zip(losses, shares) if share > 0]
+
+
+def _elements(value: Any) -> Iterable[tuple[int | None, Any]]:
+    if isinstance(value, list):
+        return enumerate(value)
+    return ((None, value),)
+
+
+def _scope_order(key: ScopeKey) -> tuple[str, int, str]:
+    account_id, scope = key
+    return (account_id, 0 if scope == CROSS else 1, scope)

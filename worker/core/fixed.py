@@ -1,0 +1,74 @@
+"""Fixed-point integers: decimal-string parsing/formatting and named-rounding division.
+
+Every amount inside the engine is an ``int`` at a fixed decimal scale (SPEC §2).
+``floor`` rounds toward −∞, ``ceil`` toward +∞, ``half_even`` to the nearest, ties to even.
+"""
+from __future__ import annotations
+
+import re
+
+PPM = 1_000_000  # parts per million: 10^6 = 100 %
+
+# A decimal string: optional minus, digits, optional fraction. No exponent, no '+', no spaces.
+_DECIMAL_RE = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
+MAX_DECIMAL_CHARS = 40  # longer strings are refused before int() sees them
+
+
+class DecimalFormatError(ValueError):
+    """A decimal string that is malformed or carries more decimals than its scale."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def floor_div(numerator: int, denominator: int) -> int:
+    """floor(numerator / denominator), denominator > 0."""
+    return numerator // denominator
+
+
+def ceil_div(numerator: int, denominator: int) -> int:
+    """ceil(numerator / denominator), denominator > 0."""
+    return -((-numerator) // denominator)
+
+
+def half_even_div(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded to nearest, ties to even; denominator > 0."""
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient
+
+
+def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
+    """Parse a decimal string into an int at ``decimals`` places.
+
+    ``rounding="exact"`` refuses extra decimals (code ``too_many_decimals``);
+    ``rounding="half_even"`` rounds them half-even (mark prices, SPEC §2).
+    """
+    if not isinstance(text, str):
+        raise DecimalFormatError("wrong_type", f"expected a decimal string, got {type(text).__name__}")
+    if len(text) > MAX_DECIMAL_CHARS or not _DECIMAL_RE.match(text):
+        raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
+    negative = text.startswith("-")
+    body = text[1:] if negative else text
+    whole, _, fraction = body.partition(".")
+    if len(fraction) <= decimals:
+        units = int(whole + fraction.ljust(decimals, "0"))
+    elif rounding == "half_even":
+        units = half_even_div(int(whole + fraction), 10 ** (len(fraction) - decimals))
+    else:
+        raise DecimalFormatError(
+            "too_many_decimals", f"{text!r} has {len(fraction)} decimals, scale allows {decimals}"
+        )
+    return -units if negative else units
+
+
+def format_units(units: int, decimals: int) -> str:
+    """Format an int at ``decimals`` places with exactly that many decimals ("12.500000")."""
+    sign = "-" if units < 0 else ""
+    digits = str(abs(units)).rjust(decimals + 1, "0")
+    if decimals == 0:
+        return sign + digits
+    return f"{sign}{digits[:-decimals]}.{digits[-decimals:]}"

@@ -1,0 +1,144 @@
+"""Validation of decoded input events (SPEC §6, §8) into small typed values.
+
+Input here is already-decoded JSON (dicts, lists, str, int); bytes → JSON lives in the codec
+adapter. Every refusal raises ``BadInput`` with a stable error code for dead letters and metrics.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .fixed import DecimalFormatError, parse_decimal
+from .params import Params
+
+MAX_ACCOUNT_ID_CHARS = 128
+
+
+class BadInput(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class MarkTick:
+    symbol: str
+    mark_ticks: int
+    ts: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class PositionUpdate:
+    account_id: str
+    symbol: str
+    size_lots: int
+    entry_ticks: int
+    seq: int
+    ts: int
+    isolated: bool
+    isolated_margin_units: int
+    liquidation_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BalanceUpdate:
+    account_id: str
+    collateral_units: int
+    seq: int
+    ts: int
+    liquidation_id: str | None
+
+
+def _require(event: dict, field: str) -> object:
+    if field not in event:
+        raise BadInput("missing_field", f"missing field {field!r}")
+    return event[field]
+
+
+def _int_field(event: dict, field: str) -> int:
+    value = _require(event, field)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise BadInput("wrong_type", f"{field!r} must be an integer")
+    if value < 0 or value >= 2**63:
+        raise BadInput("bad_value", f"{field!r} must be in [0, 2^63)")
+    return value
+
+
+def _str_field(event: dict, field: str, max_chars: int = MAX_ACCOUNT_ID_CHARS) -> str:
+    value = _require(event, field)
+    if not isinstance(value, str):
+        raise BadInput("wrong_type", f"{field!r} must be a string")
+    if not value or len(value) > max_chars:
+        raise BadInput("bad_value", f"{field!r} must have 1..{max_chars} characters")
+    return value
+
+
+def _decimal_field(event: dict, field: str, decimals: int, rounding: str = "exact") -> int:
+    try:
+        return parse_decimal(_require(event, field), decimals, rounding)
+    except DecimalFormatError as exc:
+        raise BadInput(exc.code, f"{field!r}: {exc}") from None
+
+
+def _optional_id(event: dict) -> str | None:
+    value = event.get("liquidation_id")
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 64:
+        raise BadInput("wrong_type", "'liquidation_id' must be a string of at most 64 characters")
+    return value
+
+
+def decode_mark(event: object, params: Params) -> MarkTick:
+    if not isinstance(event, dict):
+        raise BadInput("not_object", "a mark-prices event must be a JSON object")
+    kind = event.get("type", "mark_price")
+    if kind != "mark_price":
+        raise BadInput("unknown_type", f"unknown mark-prices event type {str(kind)[:40]!r}")
+    symbol = _str_field(event, "symbol")
+    sym = params.symbols.get(symbol)
+    if sym is None:
+        raise BadInput("unknown_symbol", f"unknown symbol {symbol[:40]!r}")
+    # mark prices are rounded half-even to price_decimals (SPEC §2)
+    mark_ticks = _decimal_field(event, "mark_price", sym.price_decimals, "half_even")
+    if mark_ticks <= 0:
+        raise BadInput("non_positive_price", "'mark_price' must be positive at the symbol's scale")
+    return MarkTick(symbol, mark_ticks, _int_field(event, "ts"), _int_field(event, "seq"))
+
+
+def decode_position_event(event: object, params: Params) -> PositionUpdate | BalanceUpdate:
+    if not isinstance(event, dict):
+        raise BadInput("not_object", "a positions event must be a JSON object")
+    kind = _require(event, "type")
+    if kind == "position":
+        account_id = _str_field(event, "account_id")
+        symbol = _str_field(event, "symbol")
+        sym = params.symbols.get(symbol)
+        if sym is None:
+            raise BadInput("unknown_symbol", f"unknown symbol {symbol[:40]!r}")
+        size_lots = _decimal_field(event, "size", sym.size_decimals)
+        entry_ticks = _decimal_field(event, "entry_price", sym.price_decimals)
+        if entry_ticks < 0 or (size_lots != 0 and entry_ticks == 0):
+            raise BadInput("non_positive_price", "'entry_price' must be positive for an open position")
+        mode = event.get("margin_mode", "cross")
+        if mode not in ("cross", "isolated"):
+            raise BadInput("bad_value", "'margin_mode' must be 'cross' or 'isolated'")
+        isolated_margin = 0
+        if "isolated_margin" in event:
+            isolated_margin = _decimal_field(event, "isolated_margin", params.quote_decimals)
+            if isolated_margin < 0:
+                raise BadInput("bad_value", "'isolated_margin' must not be negative")
+        return PositionUpdate(
+            account_id, symbol, size_lots, entry_ticks, _int_field(event, "seq"), _int_field(event, "ts"),
+            mode == "isolated", isolated_margin, _optional_id(event),
+        )
+    if kind == "balance":
+        account_id = _str_field(event, "account_id")
+        asset = _str_field(event, "asset")
+        if asset != params.asset:
+            raise BadInput("unknown_asset", f"asset {asset[:40]!r} is not the settlement asset")
+        collateral = _decimal_field(event, "collateral", params.quote_decimals)
+        return BalanceUpdate(account_id, collateral, _int_field(event, "seq"), _int_field(event, "ts"), _optional_id(event))
+    if not isinstance(kind, str):
+        raise BadInput("wrong_type", "'type' must be a string")
+    raise BadInput("unknown_type", f"unknown positions event type {kind[:40]!r}")

@@ -1,0 +1,211 @@
+"""Builders of output events (SPEC §6): plain dicts, amounts as decimal strings at scale.
+
+Field order is fixed here so that one encoder gives byte-identical output on every run.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+from .fixed import format_units
+from .liquidation import LiquidationPlan
+from .params import Params
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    topic: str  # catalog name without prefix: "liquidations", "insurance-fund", ...
+    key: str
+    value: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    source: str  # "mark" | "position" | "balance"
+    symbol: str | None
+    seq: int
+    price_ticks: int | None
+
+
+def trigger_dict(trigger: Trigger, params: Params) -> dict[str, Any]:
+    price = None
+    if trigger.price_ticks is not None and trigger.symbol is not None:
+        price = format_units(trigger.price_ticks, params.symbols[trigger.symbol].price_decimals)
+    return {"source": trigger.source, "symbol": trigger.symbol, "seq": trigger.seq, "price": price}
+
+
+def allocation_event(
+    params: Params,
+    plan: LiquidationPlan,
+    *,
+    liquidation_id: str,
+    account_id: str,
+    scope: str,
+    ts: int,
+    trigger: Trigger,
+    insurance_cover_units: int,
+    socialized_loss_units: int,
+) -> dict[str, Any]:
+    """The allocation event (§6.1): one balanced journal entry per evaluation."""
+    q = params.quote_decimals
+    asset = params.asset
+    account = f"account:{account_id}"
+    if insurance_cover_units + socialized_loss_units != plan.shortfall_units:
+        raise AssertionError("shortfall must equal insurance cover plus socialized loss")
+    closes = []
+    for close in plan.closes:
+        sym = params.symbols[close.symbol]
+        closes.append({
+            "symbol": close.symbol,
+            "side": close.side,
+            "closed_size": format_units(close.closed_lots, sym.size_decimals),
+            "remaining_size": format_units(close.remaining_lots, sym.size_decimals),
+            "mark_price": format_units(close.mark_ticks, sym.price_decimals),
+            "execution_price": format_units(close.execution_ticks, sym.price_decimals),
+            "entry_price": format_units(close.entry_ticks, sym.price_decimals),
+            "realized_pnl": format_units(close.realized_pnl_units, q),
+            "penalty_rate_ppm": close.penalty_rate_ppm,
+            "penalty": format_units(close.penalty_units, q),
+            "recovery_rate_ppm": close.recovery_rate_ppm,
+        })
+    transfers = []
+    for source, target, amount, reason in (
+        (account, "liquidator", plan.liquidator_units, "penalty_liquidator"),
+        (account, "protocol", plan.protocol_units, "penalty_protocol"),
+        (account, "insurance_fund", plan.insurance_fund_units, "penalty_insurance_fund"),
+        ("insurance_fund", account, insurance_cover_units, "insurance_cover"),
+        ("socialized_loss", account, socialized_loss_units, "socialized_loss"),
+    ):
+        if amount:
+            transfers.append({"from": source, "to": target, "amount": format_units(amount, q), "asset": asset,
+                              "reason": reason})
+    # journal check: collateral_before + Σ realized + Σ in − Σ out = collateral_after ≥ 0
+    inflow = insurance_cover_units + socialized_loss_units
+    outflow = plan.liquidator_units + plan.protocol_units + plan.insurance_fund_units
+    realized = sum(c.realized_pnl_units for c in plan.closes)
+    collateral_after = plan.collateral_before_units + realized + inflow - outflow
+    if collateral_after < 0 or (plan.bankrupt and collateral_after != 0):
+        raise AssertionError(f"allocation {liquidation_id} leaves collateral {collateral_after}")
+    return {
+        "type": "liquidation",
+        "schema_version": SCHEMA_VERSION,
+        "liquidation_id": liquidation_id,
+        "account_id": account_id,
+        "scope": scope,
+        "ts": ts,
+        "params_version": params.params_version,
+        "trigger": trigger_dict(trigger, params),
+        "bankrupt": plan.bankrupt,
+        "severity_ppm": plan.severity_ppm,
+        "equity_before": format_units(plan.equity_before_units, q),
+        "maintenance_before": format_units(plan.maintenance_before_units, q),
+        "equity_after": format_units(plan.equity_after_units, q),
+        "maintenance_after": format_units(plan.maintenance_after_units, q),
+        "collateral_before": format_units(plan.collateral_before_units, q),
+        "collateral_after": format_units(collateral_after, q),
+        "closes": closes,
+        "totals": {
+            "penalty": format_units(plan.penalty_units, q),
+            "liquidator": format_units(plan.liquidator_units, q),
+            "insurance_fund": format_units(plan.insurance_fund_units, q),
+            "protocol": format_units(plan.protocol_units, q),
+            "shortfall": format_units(plan.shortfall_units, q),
+            "insurance_cover": format_units(insurance_cover_units, q),
+            "socialized_loss": format_units(socialized_loss_units, q),
+        },
+        "transfers": transfers,
+    }
+
+
+def insurance_fund_entry(params: Params, *, ts: int, delta_units: int, balance_after_units: int, reason: str,
+                         liquidation_id: str) -> dict[str, Any]:
+    q = params.quote_decimals
+    return {
+        "type": "insurance_fund_entry",
+        "schema_version": SCHEMA_VERSION,
+        "ts": ts,
+        "asset": params.asset,
+        "delta": format_units(delta_units, q),
+        "balance_after": format_units(balance_after_units, q),
+        "reason": reason,
+        "liquidation_id": liquidation_id,
+    }
+
+
+def socialized_loss_event(params: Params, *, ts: int, symbol: str, side: str, amount_units: int,
+                          liquidation_id: str, account_id: str) -> dict[str, Any]:
+    return {
+        "type": "socialized_loss",
+        "schema_version": SCHEMA_VERSION,
+        "ts": ts,
+        "asset": params.asset,
+        "symbol": symbol,
+        "side": side,
+        "amount": format_units(amount_units, params.quote_decimals),
+        "liquidation_id": liquidation_id,
+        "account_id": account_id,
+    }
+
+
+def margin_call_event(params: Params, *, kind: str, ts: int, account_id: str, scope: str, equity_units: int,
+                      maintenance_units: int, call_level_units: int, ratio_ppm: int | None, zone: str,
+                      trigger: Trigger) -> dict[str, Any]:
+    q = params.quote_decimals
+    return {
+        "type": kind,  # "margin_call" | "margin_call_cleared"
+        "schema_version": SCHEMA_VERSION,
+        "ts": ts,
+        "account_id": account_id,
+        "scope": scope,
+        "zone": zone,
+        "equity": format_units(equity_units, q),
+        "maintenance": format_units(maintenance_units, q),
+        "call_level": format_units(call_level_units, q),
+        "ratio_ppm": ratio_ppm,
+        "params_version": params.params_version,
+        "trigger": trigger_dict(trigger, params),
+    }
+
+
+def encode_verbatim(raw: bytes | None) -> tuple[str | None, str]:
+    """Verbatim bytes as (text, encoding): UTF-8 when they decode, base64 otherwise."""
+    if raw is None:
+        return None, "none"
+    try:
+        return raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where an input message came from (replay: partition 0, offset = line number − 1)."""
+
+    topic: str
+    partition: int | None
+    offset: int | None
+    key: bytes | None
+    value: bytes | None
+
+
+def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index: int | None = None,
+                      element: Any = None) -> dict[str, Any]:
+    key, key_encoding = encode_verbatim(source.key)
+    if index is None:
+        value, value_encoding = encode_verbatim(source.value)
+    else:  # one bad element of a batch: the element itself, as JSON
+        value, value_encoding = element, "json"
+    return {
+        "type": "dead_letter",
+        "schema_version": SCHEMA_VERSION,
+        "ts": ts,
+        "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset, "index": index},
+        "key": key,
+        "key_encoding": key_encoding,
+        "value": value,
+        "value_encoding": value_encoding,
+        "error": {"code": code, "message": message},
+    }
