@@ -99,6 +99,8 @@ def test_params_version_is_the_first_16_hex_digits_of_the_file_sha256():
         pytest.param({"btc_penalty": '{model = "linear", min_ppm = 0}'}, "symbols.BTC-PERP.penalty.model",
                      id="an unknown penalty model is named"),
         pytest.param({"mode": "half"}, "liquidation.mode", id="an unknown liquidation mode is named"),
+        pytest.param({"initial_balance": "10", "floor": "20"}, "insurance_fund.floor",
+                     id="a fund starting below its floor is refused"),
         pytest.param({"btc_min_notional": "1.0000001"}, "symbols.BTC-PERP.min_notional",
                      id="an amount with more decimals than the settlement scale is refused"),
         pytest.param({"extra": "[symbols.SOL-PERP]\nprice_decimals = 2\nsize_decimals = 1\nbrackets = [{mmr_ppm = 5000}]\nleverage = 3"},

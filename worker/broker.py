@@ -17,7 +17,15 @@ Notes on the Tansu 0.6 broker (verified with aiokafka 0.14 / faust-streaming 0.1
 * ``acks='all'`` works; topic configs such as ``cleanup.policy=compact`` are
   accepted and stored (DescribeConfigs returns them) but nothing guarantees
   actual log compaction happens;
-* replication factor is ignored (any value is accepted; use 1).
+* replication factor is ignored (any value is accepted; use 1);
+* ListOffsets(latest) -- aiokafka ``end_offsets()`` / faust's recovery
+  highwater -- returns *base offset of the last record batch + 1*, not the
+  true log end, whenever the last batch held >1 record (Fetch's
+  high-watermark is correct). Faust table recovery then silently drops the
+  tail of each changelog partition; use ``producer_max_batch_size=1`` (one
+  record per batch) in faust apps whose tables must survive restarts;
+* producing to an unknown topic auto-creates it;
+* a consumer-group join takes a fixed ~5 s.
 
 This module has no import-time side effects.
 """

@@ -230,11 +230,14 @@ def parse_params(data: bytes) -> Params:
                 )
 
     floor_units = _units(fund["floor"], "insurance_fund.floor", quote_decimals)
+    initial_units = _units(fund["initial_balance"], "insurance_fund.initial_balance", quote_decimals)
+    if floor_units > initial_units:
+        raise ParamsError("insurance_fund.floor: must not exceed initial_balance (the fund would start below it)")
     return Params(
         params_version=hashlib.sha256(data).hexdigest()[:16],
         asset=asset,
         quote_decimals=quote_decimals,
-        insurance_initial_units=_units(fund["initial_balance"], "insurance_fund.initial_balance", quote_decimals),
+        insurance_initial_units=initial_units,
         insurance_floor_units=floor_units,
         call_ratio_ppm=_int(engine["call_ratio_ppm"], "engine.call_ratio_ppm", PPM, 100 * PPM),
         pending_timeout_ms=_int(engine["pending_timeout_ms"], "engine.pending_timeout_ms", 0),
