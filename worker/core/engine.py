@@ -13,12 +13,10 @@ from typing import Any, Callable, Iterable
 
 from .fixed import PPM
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
-from .liquidation import LiquidationPlan, plan_liquidation
+from .fund import InsuranceFund, request_item, settle
+from .liquidation import plan_liquidation, plan_to_dict
 from .margin import Leg, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
-from .outputs import (
-    Output, Source, Trigger, allocation_event, dead_letter_event, insurance_fund_entry, margin_call_event,
-    socialized_loss_event,
-)
+from .outputs import Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event
 from .params import Params
 
 CROSS = "cross"
@@ -42,6 +40,8 @@ class PositionState:
 class Pending:
     liquidation_id: str
     emitted_ts: int
+    # what was published for it ([topic, key, value]); re-published as is after a crash
+    outputs: list = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -66,7 +66,7 @@ class AccountState:
             "collateral": self.collateral_units,
             "positions": {s: [p.size_lots, p.entry_ticks, p.isolated, p.isolated_margin_units]
                           for s, p in self.positions.items()},
-            "pending": {s: [p.liquidation_id, p.emitted_ts] for s, p in self.pending.items()},
+            "pending": {s: [p.liquidation_id, p.emitted_ts, p.outputs] for s, p in self.pending.items()},
             "emitted": {s: list(v) for s, v in self.emitted.items()},
             "in_call": sorted(self.in_call),
         }
@@ -92,26 +92,6 @@ class MarkState:
     confirmed: bool = True
 
 
-class InsuranceFund:
-    """One ledger per settlement asset (SPEC §5); never paid below its floor."""
-
-    def __init__(self, balance_units: int, floor_units: int) -> None:
-        self.balance_units = balance_units
-        self.floor_units = floor_units
-
-    def credit(self, amount_units: int) -> int:
-        self.balance_units += amount_units
-        return self.balance_units
-
-    def cover(self, shortfall_units: int) -> int:
-        """Debit what it holds above its floor, up to the shortfall; return the cover."""
-        cover = min(shortfall_units, max(0, self.balance_units - self.floor_units))
-        self.balance_units -= cover
-        if self.balance_units < self.floor_units and cover:
-            raise AssertionError("insurance fund paid below its floor")
-        return cover
-
-
 class CandidateIndex:
     """Finds the scopes a mark tick can move to another zone without touching the others.
 
@@ -126,7 +106,7 @@ class CandidateIndex:
         self._high: dict[str, list[tuple[int, ScopeKey, int]]] = {}  # min-heap by hi
         self._watch: dict[str, set[ScopeKey]] = {}
         self._version: dict[ScopeKey, int] = {}
-        self._live = 0
+        self._entries = 0  # heap entries, live or superseded
 
     def drop(self, key: ScopeKey) -> None:
         self._version[key] = self._version.get(key, 0) + 1
@@ -135,6 +115,9 @@ class CandidateIndex:
         version = self._version.setdefault(key, 0)
         heapq.heappush(self._low.setdefault(symbol, []), (-lo_ticks, key, version))
         heapq.heappush(self._high.setdefault(symbol, []), (hi_ticks, key, version))
+        self._entries += 1
+        if self._entries > 4 * len(self._version) + 10_000:
+            self.compact()
 
     def watch(self, key: ScopeKey, symbol: str) -> None:
         self._watch.setdefault(symbol, set()).add(key)
@@ -161,21 +144,23 @@ class CandidateIndex:
                 if len(live) < len(heap):
                     heapq.heapify(live)
                     heaps[symbol] = live
+        self._entries = sum(len(h) for h in self._low.values())
 
     def size(self) -> int:
         return sum(len(h) for h in self._low.values())
-
-
-Settle = Callable[[LiquidationPlan, str, str, int], tuple[int, int, list[Output]]]
 
 
 class Engine:
     """Account state and the evaluation rules of SPEC §3–§5, §8."""
 
     def __init__(self, params: Params, accounts: dict[str, AccountState] | None = None,
-                 fund: InsuranceFund | None = None, use_index: bool = True) -> None:
+                 fund: InsuranceFund | None = None, use_index: bool = True, remote_settlement: bool = False) -> None:
         self.params = params
         self.use_index = use_index  # False: every holder of the ticked symbol is evaluated (reference)
+        # True (streaming): fund movements go to the single-writer fund agent as `fund_request`s
+        self.remote_settlement = remote_settlement
+        self.dirty: set[str] = set()  # accounts changed since the adapter last persisted them
+        self._requests: list[dict[str, Any]] = []
         self.accounts: dict[str, AccountState] = accounts if accounts is not None else {}
         self.marks: dict[str, MarkState] = {}
         self.fund = fund or InsuranceFund(params.insurance_initial_units, params.insurance_floor_units)
@@ -187,10 +172,47 @@ class Engine:
         # (symbol) → signed sums for open interest in lots
         self.open_long: Counter[str] = Counter()
         self.open_short: Counter[str] = Counter()
-        for account in self.accounts.values():
+        self.load_accounts(self.accounts)
+
+    def load_accounts(self, accounts: dict[str, AccountState]) -> None:
+        """Replace the account set (after a rebalance) and rebuild the index and aggregates."""
+        self.accounts = accounts
+        self.index = CandidateIndex()
+        self.open_long.clear()
+        self.open_short.clear()
+        self.expiries = []
+        for account in accounts.values():
             self._count_open_interest(account, +1)
+            for scope, pending in account.pending.items():
+                if self.params.pending_timeout_ms:
+                    heapq.heappush(self.expiries, (pending.emitted_ts + self.params.pending_timeout_ms,
+                                                   (account.account_id, scope), pending.liquidation_id))
             for scope in account.scopes():
                 self._reindex(account, scope)
+
+    def evaluate_all(self) -> list[Output]:
+        """Evaluate every scope once against the current marks (after taking over partitions).
+
+        The trigger is the newest tick of the scope's symbols, as if that tick had found it.
+        """
+        out: list[Output] = []
+        for account_id in sorted(self.accounts):
+            account = self.accounts[account_id]
+            for scope in account.scopes():
+                symbols = [s for s in self._scope_symbols(account, scope) if s in self.marks]
+                if not symbols:
+                    continue
+                newest = max(symbols, key=lambda s: (self.marks[s].ts, s))
+                mark = self.marks[newest]
+                trigger = Trigger("mark", newest, mark.seq, mark.mark_ticks)
+                self.counters["evaluations"] += 1
+                out.extend(self._evaluate(account, scope, trigger, mark.ts))
+        return out + self._flush_requests()
+
+    def take_dirty(self) -> list[AccountState]:
+        changed = [self.accounts[a] for a in sorted(self.dirty) if a in self.accounts]
+        self.dirty.clear()
+        return changed
 
     # ----------------------------------------------------------------- inputs
     def process_mark(self, value: Any, source: Source) -> list[Output]:
@@ -203,7 +225,7 @@ class Engine:
                 out.append(self.dead_letter(source, exc.code, str(exc), index, element))
                 continue
             out.extend(self.apply_mark(tick, source, index, element))
-        return out
+        return out + self._flush_requests()
 
     def process_positions(self, value: Any, source: Source,
                           accept_account: Callable[[str], bool] | None = None) -> list[Output]:
@@ -218,7 +240,7 @@ class Engine:
                 out.append(self.dead_letter(source, exc.code, str(exc), index, element))
                 continue
             out.extend(self.apply_position_event(update, source, index, element))
-        return out
+        return out + self._flush_requests()
 
     def dead_letter(self, source: Source, code: str, message: str, index: int | None = None,
                     element: Any = None) -> Output:
@@ -295,6 +317,7 @@ class Engine:
             if not acked:
                 self.counters["unmatched_acks"] += 1
         self.accounts[account.account_id] = account
+        self.dirty.add(account.account_id)
         keys = {(account.account_id, scope) for scope in account.scopes()}
         # its own pending scopes see the timeout here; other accounts' only on ticks, which every
         # worker sees (so that a partitioned worker expires exactly what replay expires)
@@ -336,6 +359,7 @@ class Engine:
                 self.index.drop(key)
                 return []
             del account.pending[scope]  # timed out: liquidate again (counted and alerted)
+            self.dirty.add(account.account_id)
             self.counters["reliquidations"] += 1
         found = self.scope_legs(account, scope)
         if found is None:
@@ -358,9 +382,11 @@ class Engine:
                 return []
         was_call = scope in account.in_call
         if current == "call" and not was_call:
+            self.dirty.add(account.account_id)
             account.in_call.add(scope)
             out.append(self._margin_call("margin_call", account, scope, state, current, trigger, ts))
         elif current != "call" and was_call:
+            self.dirty.add(account.account_id)
             account.in_call.discard(scope)
             out.append(self._margin_call("margin_call_cleared", account, scope, state, current, trigger, ts))
         if current == "liquidatable":
@@ -387,39 +413,54 @@ class Engine:
         n = emitted[1] if emitted is not None and emitted[0] == account.seq else 0
         lid = liquidation_id(account.account_id, scope, account.seq, n)
         account.emitted[scope] = [account.seq, n + 1]
-        account.pending[scope] = Pending(lid, ts)
+        self.dirty.add(account.account_id)
         if self.params.pending_timeout_ms:
             heapq.heappush(self.expiries, (ts + self.params.pending_timeout_ms, (account.account_id, scope), lid))
-        cover, social, fund_events = self.settle(plan, lid, account.account_id, ts)
         self.counters["liquidations"] += 1
         self.counters["bankruptcies" if plan.bankrupt else "solvent_liquidations"] += 1
+        out: list[Output] = []
+        if self.remote_settlement:
+            if plan.insurance_fund_units or plan.bankrupt:
+                item = request_item(plan_to_dict(plan), lid=lid, account_id=account.account_id, scope=scope,
+                                    ts=ts, trigger=trigger)
+                self._requests.append(item)
+                out.append(Output("insurance-requests", self.params.asset, fund_request([item])))
+            if not plan.bankrupt:  # a solvent allocation does not depend on the fund
+                out.append(Output("liquidations", account.account_id, allocation_event(
+                    self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope, ts=ts,
+                    trigger=trigger, insurance_cover_units=0, socialized_loss_units=0)))
+            account.pending[scope] = Pending(lid, ts, [[o.topic, o.key, o.value] for o in out])
+            return [o for o in out if o.topic != "insurance-requests"]  # requests leave batched
+        cover, social, out = settle(self.params, self.fund, plan, lid, account.account_id, ts)
+        self.counters["socialized_loss_units"] += social
         event = allocation_event(self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope,
                                  ts=ts, trigger=trigger, insurance_cover_units=cover, socialized_loss_units=social)
-        return [*fund_events, Output("liquidations", account.account_id, event)]
+        out.append(Output("liquidations", account.account_id, event))
+        account.pending[scope] = Pending(lid, ts)
+        return out
 
-    def settle(self, plan: LiquidationPlan, lid: str, account_id: str, ts: int) -> tuple[int, int, list[Output]]:
-        """Apply a plan to the insurance fund: credit its penalty share, cover what it can."""
+    def _flush_requests(self) -> list[Output]:
+        """All fund requests of one input message leave as one `fund_request` (one framework pass)."""
+        if not self._requests:
+            return []
+        items, self._requests = self._requests, []
+        return [Output("insurance-requests", self.params.asset, fund_request(items))]
+
+    def pending_outputs(self) -> list[Output]:
+        """What was published for every pending liquidation, to publish again after a takeover
+        (a duplicate carries the same id and bytes; the fund agent applies a request once)."""
         out: list[Output] = []
-        asset = self.params.asset
-        if plan.insurance_fund_units:
-            balance = self.fund.credit(plan.insurance_fund_units)
-            out.append(Output("insurance-fund", asset, insurance_fund_entry(
-                self.params, ts=ts, delta_units=plan.insurance_fund_units, balance_after_units=balance,
-                reason="penalty_insurance_fund", liquidation_id=lid)))
-        cover = social = 0
-        if plan.shortfall_units:
-            cover = self.fund.cover(plan.shortfall_units)
-            social = plan.shortfall_units - cover
-            if cover:
-                out.append(Output("insurance-fund", asset, insurance_fund_entry(
-                    self.params, ts=ts, delta_units=-cover, balance_after_units=self.fund.balance_units,
-                    reason="insurance_cover", liquidation_id=lid)))
-            for symbol, side, amount in socialized_loss_by_close(plan, social):
-                out.append(Output("insurance-fund", asset, socialized_loss_event(
-                    self.params, ts=ts, symbol=symbol, side=side, amount_units=amount, liquidation_id=lid,
-                    account_id=account_id)))
-            self.counters["socialized_loss_units"] += social
-        return cover, social, out
+        items: list[dict[str, Any]] = []
+        for account_id in sorted(self.accounts):
+            for scope, pending in sorted(self.accounts[account_id].pending.items()):
+                for topic, key, value in pending.outputs:
+                    if topic == "insurance-requests":
+                        items.extend(value["items"])
+                    else:
+                        out.append(Output(topic, key, value))
+        if items:
+            out.insert(0, Output("insurance-requests", self.params.asset, fund_request(items)))
+        return out
 
     def _margin_call(self, kind: str, account: AccountState, scope: str, state, current: str,
                      trigger: Trigger, ts: int) -> Output:
@@ -533,20 +574,8 @@ def collateral_free_scope() -> tuple[int, list[Leg]]:
     return 0, []
 
 
-def socialized_loss_by_close(plan: LiquidationPlan, social_units: int) -> list[tuple[str, str, int]]:
-    """Attribute a socialized loss to (symbol, side) pro rata to each close's realized loss,
-    floor; the residue goes to the largest loss (ties by close order)."""
-    if social_units <= 0:
-        return []
-    losses = [(c.symbol, c.side, max(0, -c.realized_pnl_units)) for c in plan.closes]
-    total = sum(loss for _, _, loss in losses)
-    if total == 0:
-        first = plan.closes[0]
-        return [(first.symbol, first.side, social_units)]
-    shares = [social_units * loss // total for _, _, loss in losses]
-    largest = max(range(len(losses)), key=lambda i: (losses[i][2], -i))
-    shares[largest] += social_units - sum(shares)
-    return [(s, side, share) for (s, side, _), share in zip(losses, shares) if share > 0]
+def fund_request(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "fund_request", "schema_version": 1, "items": items}
 
 
 def _elements(value: Any) -> Iterable[tuple[int | None, Any]]:

@@ -5,7 +5,8 @@ engine should do and how the penalty is distributed. It never mutates the caller
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from .fixed import PPM, ceil_div, floor_div
 from .margin import Leg, margin_state, notional, severity_ppm, value_floor
@@ -239,3 +240,14 @@ def plan_liquidation(collateral_units: int, legs: list[Leg], params: Params) -> 
         insurance_fund_units=insurance,
         shortfall_units=shortfall,
     )
+
+
+def plan_to_dict(plan: LiquidationPlan) -> dict[str, Any]:
+    """Plain-JSON form of a plan (ints, bools, lists) for the fund agent's request topic."""
+    return asdict(plan)
+
+
+def plan_from_dict(data: dict[str, Any]) -> LiquidationPlan:
+    fields = dict(data)
+    fields["closes"] = tuple(Close(**close) for close in data["closes"])
+    return LiquidationPlan(**fields)

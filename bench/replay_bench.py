@@ -1,0 +1,114 @@
+"""Replay benchmark: N accounts, M events with a crash, through the same core as the worker.
+
+Prints events/s, liquidations, evaluations per tick and peak RSS. No broker involved.
+Usage: python bench/replay_bench.py [--accounts 100000] [--events 1000000]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import orjson  # noqa: E402
+
+from worker.core.params import load_params  # noqa: E402
+from worker.core.engine import Engine  # noqa: E402
+from worker.replay import format_output, replay_lines  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def scenario(accounts: int, events: int, seed: int = 7) -> list[bytes]:
+    """Open `accounts` BTC/ETH positions, then position churn and ticks ending in a 12 % crash."""
+    rng = random.Random(seed)
+    lines: list[bytes] = []
+    ts = 1_700_000_000_000
+    btc, eth = 200_000, 150_000  # ticks
+    seq = {"BTC-PERP": 1, "ETH-PERP": 1}
+
+    def tick(symbol: str, ticks: int) -> None:
+        seq[symbol] += 1
+        text = f"{ticks // 10}.{ticks % 10}" if symbol == "BTC-PERP" else f"{ticks // 100}.{ticks % 100:02d}"
+        lines.append(orjson.dumps({"topic": "mark-prices", "key": symbol, "value": {
+            "symbol": symbol, "mark_price": text, "ts": ts, "seq": seq[symbol]}}))
+
+    lines.append(orjson.dumps({"topic": "mark-prices", "key": "BTC-PERP", "value": {
+        "symbol": "BTC-PERP", "mark_price": "20000.0", "ts": ts, "seq": 1}}))
+    lines.append(orjson.dumps({"topic": "mark-prices", "key": "ETH-PERP", "value": {
+        "symbol": "ETH-PERP", "mark_price": "1500.00", "ts": ts, "seq": 1}}))
+    account_seq = [0] * accounts
+    for i in range(accounts):
+        account = f"acct-{i:07d}"
+        leverage = rng.choice([2, 3, 5, 8, 10, 15, 20, 25])
+        size_btc = rng.randint(1, 2_000)  # lots of 0.001
+        collateral = 20_000 * size_btc // 1000 // leverage + 1
+        lines.append(orjson.dumps({"topic": "positions", "key": account, "value": [
+            {"type": "balance", "account_id": account, "asset": "USD", "collateral": str(collateral), "seq": 1, "ts": ts},
+            {"type": "position", "account_id": account, "symbol": "BTC-PERP",
+             "size": f"{(size_btc if i % 3 else -size_btc) / 1000:.3f}", "entry_price": "20000.0", "seq": 2, "ts": ts}]}))
+        account_seq[i] = 2
+    remaining = events - 2 - 2 * accounts
+    crash_start = int(remaining * 0.8)
+    for n in range(max(0, remaining)):
+        ts += 1
+        if n % 50 == 0:
+            if n >= crash_start:
+                btc = btc * 9_985 // 10_000  # crash: −0.15 % a tick
+            else:
+                btc = btc + rng.randint(-40, 40)
+            tick("BTC-PERP", btc)
+        elif n % 50 == 25:
+            eth = max(1, eth + rng.randint(-30, 30))
+            tick("ETH-PERP", eth)
+        else:
+            i = rng.randrange(accounts)
+            account_seq[i] += 1
+            account = f"acct-{i:07d}"
+            lines.append(orjson.dumps({"topic": "positions", "key": account, "value": {
+                "type": "position", "account_id": account, "symbol": "ETH-PERP",
+                "size": f"{rng.randint(-500, 500) / 100:.2f}", "entry_price": f"{eth // 100}.{eth % 100:02d}",
+                "seq": account_seq[i], "ts": ts}}))
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--params", default=str(ROOT / "examples" / "params.toml"))
+    args = parser.parse_args()
+    params = load_params(args.params)
+    started = time.perf_counter()
+    lines = scenario(args.accounts, args.events)
+    generated = time.perf_counter() - started
+    engine = Engine(params)
+    sink = io.BytesIO()
+    started = time.perf_counter()
+    outputs = 0
+    for output in replay_lines(lines, engine):
+        sink.write(format_output(output))
+        outputs += 1
+    elapsed = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    ticks = engine.counters["ticks"]
+    print(f"input lines            {len(lines):>12,}  (generated in {generated:.1f} s)")
+    print(f"events processed       {engine.counters['ticks'] + engine.counters['position_events']:>12,}")
+    print(f"replay time            {elapsed:>12.2f} s")
+    print(f"events/s               {len(lines) / elapsed:>12,.0f}  (input messages per second, one process)")
+    print(f"outputs                {outputs:>12,}  ({sink.tell() / 2**20:.1f} MiB)")
+    print(f"liquidations           {engine.counters['liquidations']:>12,}  "
+          f"(bankrupt {engine.counters['bankruptcies']:,})")
+    print(f"evaluations per tick   {engine.counters['evaluations:BTC-PERP'] / max(1, ticks):>12.1f}  "
+          f"(mean over {ticks:,} ticks, {args.accounts:,} accounts)")
+    print(f"peak RSS               {peak_mib:>12.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
