@@ -1,0 +1,347 @@
+"""The streaming worker: a Faust app around the pure core (SPEC §1, §4, §5, §6, §8).
+
+* `positions` (partitioned by account) → the positions agent (concurrency 1) → the engine;
+  account state lives in the changelog-backed `accounts` table.
+* `mark-prices` → every worker reads all partitions with its own aiokafka consumer (no group),
+  catches up to the end before it evaluates, then applies ticks as they come.
+* fund movements → the internal single-partition `insurance-requests` topic → the fund agent, the
+  single writer of the insurance-fund ledger (tables `fund-ledger`, `fund-settled`).
+
+Agents only decode, call the core, persist what changed, then publish. State is written (and, when
+money moves, delivered) before the outputs that depend on it; a pending liquidation keeps what it
+published so a takeover publishes it again with identical bytes (at-least-once, SPEC §8).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import tempfile
+import time
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import murmur2
+from aiokafka.structs import TopicPartition
+
+from topics.codec import DecodeError, decode, encode
+
+from .core.engine import AccountState, Engine
+from .core.fund import FundLedger
+from .core.outputs import Output, Source
+from .core.params import Params, load_params
+from .faust_compat import patch_recovery_highwaters
+from .settings import WorkerSettings
+
+log = logging.getLogger("worker")
+MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund"})
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner: murmur2(key) & 0x7fffffff mod partitions."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def security_kwargs(settings: WorkerSettings) -> dict[str, Any]:
+    """aiokafka client settings for PLAINTEXT / SSL / SASL_*."""
+    kwargs: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if "SSL" in settings.security_protocol:
+        kwargs["ssl_context"] = ssl.create_default_context(cafile=settings.ssl_cafile or None)
+    if settings.security_protocol.startswith("SASL"):
+        kwargs.update(sasl_mechanism=settings.sasl_mechanism or "PLAIN",
+                      sasl_plain_username=settings.sasl_username, sasl_plain_password=settings.sasl_password)
+    return kwargs
+
+
+def faust_credentials(settings: WorkerSettings) -> Any:
+    if settings.security_protocol == "PLAINTEXT":
+        return None
+    context = ssl.create_default_context(cafile=settings.ssl_cafile or None) if "SSL" in settings.security_protocol else None
+    if settings.security_protocol.startswith("SASL"):
+        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
+                                     mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=context)
+    return faust.SSLCredentials(context)
+
+
+class Runtime:
+    """Everything one worker process holds besides the Faust machinery."""
+
+    def __init__(self, settings: WorkerSettings, params: Params, app: faust.App) -> None:
+        self.settings = settings
+        self.params = params
+        self.app = app
+        self.engine = Engine(params, remote_settlement=True)
+        self.ledger: FundLedger | None = None
+        self.marks_ready = asyncio.Event()
+        self.owned: set[int] = set()  # positions partitions this worker owns now
+        self.counters = self.engine.counters
+        self.accounts_table: Any = None
+        self.fund_ledger_table: Any = None
+        self.fund_settled_table: Any = None
+        self.metrics: Any = None  # set by metrics.worker_metrics when enabled
+        self.started = time.monotonic()
+        self._mark_task: asyncio.Future | None = None
+
+    def stats(self) -> dict[str, Any]:
+        """Progress and counters, for operators, the demo and the lockstep test feeder."""
+        return {
+            "counters": dict(self.counters),
+            "owned_partitions": sorted(self.owned),
+            "marks_ready": self.marks_ready.is_set(),
+            "accounts": len(self.engine.accounts),
+            "fund_balance_units": None if self.ledger is None else self.ledger.fund.balance_units,
+        }
+
+    # ----------------------------------------------------------------- publish
+    async def publish(self, outputs: list[Output]) -> None:
+        """Persist changed accounts, then publish outputs (after the state is delivered when money moves)."""
+        producer = self.app.producer
+        changed = self.engine.take_dirty()
+        state_futures = [await self._persist_account(account) for account in changed]
+        if state_futures and any(o.topic in MONEY_TOPICS for o in outputs):
+            await asyncio.gather(*state_futures)
+        for output in outputs:
+            await producer.send(self.settings.topic(output.topic), output.key.encode(), encode(output.value),
+                                None, None, None)
+        if self.metrics is not None:
+            self.metrics.observe_outputs(outputs)
+
+    async def _persist_account(self, account: AccountState):
+        key = account.account_id
+        value = account.to_dict()
+        partition = partition_for(key.encode(), self.settings.partitions)
+        table = self.accounts_table
+        table.data[key] = value
+        getattr(table.data, "_key_partition", {})[key] = partition
+        return await self.app.producer.send(table.changelog_topic.get_topic_name(), key.encode(), encode(value),
+                                            partition, None, None)
+
+    # --------------------------------------------------------------- positions
+    async def on_positions_message(self, message: Any) -> None:
+        partition = message.partition
+        source = Source(self.settings.topic("positions"), partition, message.offset, message.key, message.value)
+        started = time.perf_counter()
+        self.counters["messages:positions"] += 1
+        try:
+            value = decode(message.value)
+        except DecodeError as exc:
+            await self.publish([self.engine.dead_letter(source, exc.code, str(exc))])
+            return
+        try:
+            outputs = self.engine.process_positions(
+                value, source,
+                accept_account=lambda account: partition_for(account.encode(), self.settings.partitions) == partition)
+        except Exception as exc:  # a bug must not ack silently: dead-letter, count, log
+            log.exception("positions message failed")
+            outputs = [self.engine.dead_letter(source, "internal_error", f"{type(exc).__name__}: {exc}"[:300])]
+        await self.publish(outputs)
+        if self.metrics is not None:
+            self.metrics.observe_input("positions", value, time.perf_counter() - started)
+
+    # ------------------------------------------------------------------- marks
+    def ensure_mark_consumer(self) -> None:
+        """Start the mark reader once, from whichever starts first (recovery waits for it)."""
+        if self._mark_task is None:
+            self._mark_task = asyncio.ensure_future(self.run_mark_consumer())
+
+    async def run_mark_consumer(self) -> None:
+        topic = self.settings.topic("mark-prices")
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
+                                    enable_auto_commit=False, auto_offset_reset="earliest",
+                                    **security_kwargs(self.settings))
+        await consumer.start()
+        try:
+            partitions = None
+            while not partitions:
+                await consumer.topics()
+                partitions = consumer.partitions_for_topic(topic)
+                if not partitions:
+                    await asyncio.sleep(0.5)
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            next_offset = {tp: 0 for tp in tps}
+            while True:
+                batch = await consumer.getmany(timeout_ms=50, max_records=10_000)
+                outputs: list[Output] = []
+                started = time.perf_counter()
+                for tp, records in batch.items():
+                    for record in records:
+                        next_offset[tp] = record.offset + 1
+                        outputs.extend(self._on_mark_record(record))
+                if not self.marks_ready.is_set():
+                    if all(consumer.highwater(tp) is not None and next_offset[tp] >= consumer.highwater(tp)
+                           for tp in tps):
+                        log.info("mark prices caught up: %d symbols", len(self.engine.marks))
+                        self.marks_ready.set()
+                    outputs = [o for o in outputs if o.topic != "dead-letters"]
+                elif 0 not in self.owned:  # one worker dead-letters bad marks: the owner of positions/0
+                    outputs = [o for o in outputs if o.topic != "dead-letters"]
+                if outputs or self.engine.dirty:
+                    await self.publish(outputs)
+                if self.metrics is not None and batch:
+                    self.metrics.observe_mark_batch(batch, consumer, time.perf_counter() - started)
+        finally:
+            await consumer.stop()
+
+    def _on_mark_record(self, record: Any) -> list[Output]:
+        source = Source(self.settings.topic("mark-prices"), record.partition, record.offset, record.key, record.value)
+        self.counters["messages:mark-prices"] += 1
+        try:
+            value = decode(record.value)
+        except DecodeError as exc:
+            return [self.engine.dead_letter(source, exc.code, str(exc))]
+        try:
+            return self.engine.process_mark(value, source)
+        except Exception as exc:
+            log.exception("mark message failed")
+            return [self.engine.dead_letter(source, "internal_error", f"{type(exc).__name__}: {exc}"[:300])]
+
+    # -------------------------------------------------------------- rebalance
+    async def on_partitions_revoked(self) -> None:
+        """Stop evaluating accounts we may no longer own until recovery hands them back."""
+        self.owned = set()
+        self.engine.load_accounts({})
+
+    async def on_accounts_recovered(self) -> None:
+        self.ensure_mark_consumer()
+        await self.marks_ready.wait()
+        topic = self.settings.topic("positions")
+        owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+        n = self.settings.partitions
+        accounts = {}
+        for key, value in list(self.accounts_table.data.items()):
+            if partition_for(key.encode(), n) in owned:
+                accounts[key] = AccountState.from_dict(value)
+        self.owned = owned
+        self.engine.load_accounts(accounts)
+        log.info("accounts recovered: %d accounts on partitions %s", len(accounts), sorted(owned))
+        # publish again what pending liquidations published (identical bytes), then catch up
+        outputs = self.engine.pending_outputs() + self.engine.evaluate_all()
+        if outputs or self.engine.dirty:
+            await self.publish(outputs)
+
+    # ------------------------------------------------------------------ fund
+    async def on_fund_recovered(self) -> None:
+        state = self.fund_ledger_table.data.get(self.params.asset)
+        balance = None if state is None else state["balance"]
+        self.ledger = FundLedger(self.params, balance, settled=self.fund_settled_table)
+
+    async def on_fund_request(self, message: Any) -> None:
+        if self.ledger is None:
+            await self.on_fund_recovered()
+        assert self.ledger is not None
+        try:
+            request = decode(message.value)
+            items = request["items"]
+        except (DecodeError, KeyError, TypeError) as exc:
+            source = Source(self.settings.topic("insurance-requests"), message.partition, message.offset,
+                            message.key, message.value)
+            await self.publish([self.engine.dead_letter(source, "decode_error", str(exc)[:300])])
+            return
+        state = self.fund_ledger_table.get(self.params.asset) or {"balance": None, "offset": -1}
+        outputs: list[Output] = []
+        moved = False
+        for item in items:
+            item_outputs, item_moved = self.ledger.apply(item)
+            outputs.extend(item_outputs)
+            moved = moved or item_moved
+        if moved or message.offset > state["offset"]:
+            self.fund_ledger_table[self.params.asset] = {"balance": self.ledger.fund.balance_units,
+                                                         "offset": message.offset}
+            await self.app.producer.flush()  # the ledger is durable before anything depends on it
+        for output in outputs:
+            await self.app.producer.send(self.settings.topic(output.topic), output.key.encode(),
+                                         encode(output.value), None, None, None)
+        if self.metrics is not None:
+            self.metrics.observe_fund(self.ledger.fund.balance_units, outputs)
+
+
+def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[faust.App, Runtime]:
+    params = params or load_params(settings.params)
+    consumer_kwargs = {"bootstrap_servers": settings.bootstrap, **security_kwargs(settings)}
+    patch_recovery_highwaters(consumer_kwargs)
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
+        broker_credentials=faust_credentials(settings),
+        store="memory://",
+        datadir=settings.data_dir or tempfile.mkdtemp(prefix="risk-worker-"),
+        web_port=settings.web_port,
+        web_host="127.0.0.1",
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.heartbeat_s,
+        broker_rebalance_timeout=settings.rebalance_timeout_s,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        table_standby_replicas=0,
+        producer_linger_ms=settings.linger_ms,
+        producer_max_batch_size=settings.max_batch_bytes,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+    )
+    runtime = Runtime(settings, params, app)
+    raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
+    positions_topic = app.topic(settings.topic("positions"), partitions=settings.partitions, **raw)
+    requests_topic = app.topic(settings.topic("insurance-requests"), partitions=1, **raw)
+    json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
+    runtime.accounts_table = app.Table("accounts", partitions=settings.partitions, schema=json_values)
+    runtime.fund_ledger_table = app.Table("fund-ledger", partitions=1, schema=json_values)
+    runtime.fund_settled_table = app.Table("fund-settled", partitions=1, schema=json_values)
+
+    @app.agent(positions_topic, concurrency=1, name="positions-agent")
+    async def positions_agent(stream):  # noqa: ANN001
+        runtime.ensure_mark_consumer()
+        await runtime.marks_ready.wait()
+        async for event in stream.events():
+            await runtime.on_positions_message(event.message)
+
+    @app.agent(requests_topic, concurrency=1, name="fund-agent")
+    async def fund_agent(stream):  # noqa: ANN001
+        async for event in stream.events():
+            await runtime.on_fund_request(event.message)
+
+    @app.task
+    async def mark_prices() -> None:
+        runtime.ensure_mark_consumer()
+
+    @app.page("/stats")
+    async def stats(web: Any, request: Any) -> Any:
+        return web.json(runtime.stats())
+
+    @runtime.accounts_table.on_recover
+    async def accounts_recovered() -> None:
+        await runtime.on_accounts_recovered()
+
+    @runtime.fund_ledger_table.on_recover
+    async def fund_recovered() -> None:
+        await runtime.on_fund_recovered()
+
+    @app.on_partitions_revoked.connect
+    async def revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await runtime.on_partitions_revoked()
+
+    try:
+        from metrics import install
+
+        install(app, runtime)
+    except ImportError:  # metrics are optional until installed
+        pass
+    return app, runtime
+
+
+def main_worker(argv: list[str]) -> int:
+    """``python -m worker worker [flags]``: run one worker until SIGTERM/SIGINT."""
+    import argparse
+
+    from .settings import add_arguments, resolve
+
+    parser = argparse.ArgumentParser(prog="python -m worker worker")
+    add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    settings = resolve(args)
+    app, _ = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,73 @@
+"""Work-arounds for running Faust's table recovery on brokers whose ListOffsets is imprecise.
+
+Tansu 0.6 answers ListOffsets(latest) with the base offset of the last record batch + 1, not
+the log end, when that batch holds several records. Faust reads the changelog only up to that
+"highwater" and silently drops the tail of every batched changelog partition. Fetch responses
+carry the true high watermark, so we ask for it with one short fetch per partition. On Apache
+Kafka both agree and this costs one fetch per changelog partition at recovery.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Iterable
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+log = logging.getLogger(__name__)
+_PATCHED = False
+
+
+async def true_end_offsets(consumer_kwargs: dict[str, Any], tps: Iterable[Any], timeout_s: float = 10.0) -> dict:
+    """Log-end offset per partition, from the high watermark of a fetch response."""
+    tps = list(tps)
+    if not tps:
+        return {}
+    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **consumer_kwargs)
+    await consumer.start()
+    try:
+        ktps = [TopicPartition(tp.topic, tp.partition) for tp in tps]
+        consumer.assign(ktps)
+        listed = await consumer.end_offsets(ktps)
+        result = {}
+        waiting = []
+        for tp, ktp in zip(tps, ktps):
+            if listed[ktp] == 0:
+                result[tp] = 0
+            else:
+                consumer.seek(ktp, listed[ktp] - 1)
+                waiting.append((tp, ktp))
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while waiting and asyncio.get_running_loop().time() < deadline:
+            await consumer.getmany(*[k for _, k in waiting], timeout_ms=200, max_records=1)
+            still = []
+            for tp, ktp in waiting:
+                highwater = consumer.highwater(ktp)
+                if highwater is None:
+                    still.append((tp, ktp))
+                else:
+                    result[tp] = max(highwater, listed[ktp])
+            waiting = still
+        for tp, ktp in waiting:  # no answer in time: fall back to what ListOffsets said
+            log.warning("no fetch high watermark for %s; using ListOffsets %s", ktp, listed[ktp])
+            result[tp] = listed[ktp]
+        return result
+    finally:
+        await consumer.stop()
+
+
+def patch_recovery_highwaters(consumer_kwargs: dict[str, Any]) -> None:
+    """Make Faust's recovery read changelogs to their true end."""
+    global _PATCHED
+    from faust.tables import recovery
+
+    async def _build_highwaters(self, consumer, tps, destination, title):  # noqa: ANN001
+        ends = await true_end_offsets(consumer_kwargs, tps)
+        highwaters = {tp: value - 1 for tp, value in ends.items()}  # Faust keeps "last offset"
+        self.log.info("Highwater for %s changelog partitions (fetch HW): %s", title, dict(highwaters))
+        destination.clear()
+        destination.update(highwaters)
+
+    recovery.Recovery._build_highwaters = _build_highwaters
+    _PATCHED = True

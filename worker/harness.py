@@ -1,0 +1,167 @@
+"""Process and topic helpers shared by the demo, the broker tests and the benchmarks."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from topics.codec import decode, encode
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker_env(bootstrap: str, params: str, *, app_id: str, web_port: int, partitions: int = 4,
+               prefix: str = "", extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "RISK_BOOTSTRAP": bootstrap, "RISK_PARAMS": str(params), "RISK_APP_ID": app_id,
+        "RISK_WEB_PORT": str(web_port), "RISK_PARTITIONS": str(partitions), "RISK_TOPIC_PREFIX": prefix,
+        "RISK_SESSION_TIMEOUT_S": "10", "RISK_HEARTBEAT_S": "1", "RISK_REBALANCE_TIMEOUT_S": "6",
+        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+    })
+    env.update(extra or {})
+    return env
+
+
+def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    return proc.returncode
+
+
+async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]], **kwargs: Any) -> int:
+    """Send (topic, key, value) in order; returns how many. Ordered per partition (acks=all)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **kwargs)
+    await producer.start()
+    count = 0
+    try:
+        futures = []
+        for topic, key, value in records:
+            futures.append(await producer.send(topic, value, key=key))
+            count += 1
+        await producer.flush()
+        for future in futures:
+            await future
+    finally:
+        await producer.stop()
+    return count
+
+
+def scenario_records(lines: Iterable[bytes], prefix: str = "") -> list[tuple[str, bytes | None, bytes]]:
+    """Replay JSON Lines → (topic, key, value bytes) to produce; unparseable lines are skipped."""
+    records = []
+    for line in lines:
+        try:
+            record = decode(line)
+        except Exception:
+            continue
+        if not isinstance(record, dict) or record.get("topic") not in ("mark-prices", "positions"):
+            continue
+        key = record.get("key")
+        records.append((prefix + record["topic"], None if key is None else str(key).encode(), encode(record["value"])))
+    return records
+
+
+async def read_topics(bootstrap: str, topics: list[str], *, until: Callable[[dict[str, list]], bool],
+                      timeout_s: float = 60.0) -> dict[str, list[tuple[bytes | None, bytes]]]:
+    """Read whole topics from the beginning (no group) until ``until(found)`` or the timeout."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    found: dict[str, list[tuple[bytes | None, bytes]]] = {t: [] for t in topics}
+    try:
+        deadline = time.monotonic() + timeout_s
+        assigned: set[str] = set()
+        while time.monotonic() < deadline:
+            missing = [t for t in topics if t not in assigned]
+            if missing:
+                await consumer.topics()
+                tps = [TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())]
+                if tps:
+                    consumer.assign(tps)
+                    await consumer.seek_to_beginning(*tps)
+                    assigned = {tp.topic for tp in tps}
+                    for t in topics:
+                        found[t] = []
+                else:
+                    await asyncio.sleep(0.2)
+                    continue
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                found[tp.topic].extend((r.key, r.value) for r in records)
+            if until(found):
+                break
+        return found
+    finally:
+        await consumer.stop()
+
+
+def fetch_stats(port: int) -> dict[str, Any] | None:
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as response:
+            return json.loads(response.read())
+    except Exception:
+        return None
+
+
+async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
+        await asyncio.sleep(interval_s)
+
+
+async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, bytes]], web_ports: list[int],
+                        prefix: str = "", timeout_s: float = 60.0) -> None:
+    """Produce one record at a time and wait until the workers consumed it: every worker reads
+    every mark message, one worker reads each positions message. Gives replay's interleaving."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    marks = positions = 0
+
+    def seen() -> tuple[list[int], int]:
+        stats = [fetch_stats(port) or {"counters": {}} for port in web_ports]
+        mark_counts = [s["counters"].get("messages:mark-prices", 0) for s in stats]
+        return mark_counts, sum(s["counters"].get("messages:positions", 0) for s in stats)
+
+    try:
+        for topic, key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+            if topic == prefix + "mark-prices":
+                marks += 1
+                await wait_for(lambda: min(seen()[0]) >= marks, timeout_s, f"mark message {marks}")
+            else:
+                positions += 1
+                await wait_for(lambda: seen()[1] >= positions, timeout_s, f"positions message {positions}")
+    finally:
+        await producer.stop()
