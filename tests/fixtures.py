@@ -124,3 +124,41 @@ class Driver:
 
     def liquidations(self) -> list[dict]:
         return self.values("liquidations")
+
+
+def jsonl(records: list[dict]) -> list[bytes]:
+    import json
+
+    return [json.dumps(r, separators=(",", ":")).encode() for r in records]
+
+
+def cascade_scenario(accounts: int = 300, ticks: int = 40, seed: int = 11) -> tuple[list[bytes], list[bytes]]:
+    """Setup (marks, balances, BTC positions at 2–25× leverage, in batches) and a BTC sell-off.
+
+    Returns replay JSON Lines: (setup, cascade). The cascade is BTC ticks only (one symbol, so
+    one partition keeps their order on the broker as in the file).
+    """
+    import random
+
+    rng = random.Random(seed)
+    t0 = 1_700_000_000_000
+    setup = [
+        {"topic": "mark-prices", "key": "BTC-PERP", "value": mark("BTC-PERP", "20000.0", t0, 1)},
+        {"topic": "mark-prices", "key": "ETH-PERP", "value": mark("ETH-PERP", "1500.00", t0, 1)},
+    ]
+    for i in range(accounts):
+        account = f"acct-{i:05d}"
+        lots = rng.randint(100, 3_000)
+        leverage = rng.choice([2, 4, 6, 8, 10, 12, 15, 20, 25])
+        collateral = 20_000 * lots // 1000 // leverage + 1
+        side = 1 if i % 5 else -1
+        setup.append({"topic": "positions", "key": account, "value": [
+            balance(account, str(collateral), 1, t0 + 1),
+            position(account, "BTC-PERP", f"{side * lots / 1000:.3f}", "20000.0", 2, t0 + 1)]})
+    cascade = []
+    price = 200_000
+    for k in range(ticks):
+        price = price * 995 // 1000
+        cascade.append({"topic": "mark-prices", "key": "BTC-PERP",
+                        "value": mark("BTC-PERP", f"{price // 10}.{price % 10}", t0 + 1000 * (k + 1), k + 2)})
+    return jsonl(setup), jsonl(cascade)

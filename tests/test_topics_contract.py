@@ -415,7 +415,7 @@ def base_event(kind: str) -> tuple[dict, str | None]:
         value = {"type": "dead_letter", "schema_version": 1, "ts": T,
                  "source": {"topic": "positions", "partition": 0, "offset": 5, "index": 1},
                  "key": "a", "key_encoding": "utf-8", "value": {"type": "position"}, "value_encoding": "json",
-                 "error": {"code": "unknown_symbol", "message": "unknown symbol 'DOGE-PERP'"}}
+                 "value_size": 120, "value_truncated": False, "error": {"code": "unknown_symbol", "message": "unknown symbol 'DOGE-PERP'"}}
         return value, None
     if kind == "bankrupt_liquidation":
         return copy.deepcopy(next(l["value"] for l in golden_lines() if l["value"].get("bankrupt") is True)), None

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +15,9 @@ from aiokafka.structs import TopicPartition
 
 from topics.codec import decode, encode
 
+from .broker import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def worker_env(bootstrap: str, params: str, *, app_id: str, web_port: int, partitions: int = 4,
@@ -165,3 +160,66 @@ async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, b
                 await wait_for(lambda: seen()[1] >= positions, timeout_s, f"positions message {positions}")
     finally:
         await producer.stop()
+
+
+class WorkerGroup:
+    """N worker processes of one consumer group on one broker, each with its own web port and log."""
+
+    RECOVERY_ERROR = "Error in recovery"
+
+    def __init__(self, bootstrap: str, params: str | Path, *, app_id: str, prefix: str = "", partitions: int = 4,
+                 log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.bootstrap, self.params, self.app_id, self.prefix = bootstrap, str(params), app_id, prefix
+        self.partitions, self.log_dir, self.extra_env = partitions, Path(log_dir), extra_env or {}
+        self.procs: list[subprocess.Popen] = []
+        self.ports: list[int] = []
+        self.logs: list[Path] = []
+
+    def start(self, count: int = 1) -> "WorkerGroup":
+        for _ in range(count):
+            port = free_port()
+            log = self.log_dir / f"{self.app_id}-worker-{len(self.procs)}.log"
+            env = worker_env(self.bootstrap, self.params, app_id=self.app_id, web_port=port,
+                             partitions=self.partitions, prefix=self.prefix, extra=self.extra_env)
+            self.procs.append(start_worker(env, log))
+            self.ports.append(port)
+            self.logs.append(log)
+        return self
+
+    def alive(self) -> list[int]:
+        return [i for i, proc in enumerate(self.procs) if proc.poll() is None]
+
+    def stats(self) -> list[dict[str, Any] | None]:
+        return [fetch_stats(self.ports[i]) for i in self.alive()]
+
+    async def wait_ready(self, timeout_s: float = 90.0) -> None:
+        """Every live worker caught up on marks, and the live workers own all partitions once."""
+        def ready() -> bool:
+            stats = self.stats()
+            if not stats or any(s is None or not s["marks_ready"] for s in stats):
+                return False
+            owned = sorted(p for s in stats for p in s["owned_partitions"])  # type: ignore[index]
+            return owned == list(range(self.partitions))
+        await wait_for(ready, timeout_s, "workers ready", interval_s=0.2)
+
+    def kill(self, index: int, sig: int = signal.SIGKILL) -> None:
+        self.procs[index].send_signal(sig)
+        self.procs[index].wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            stop_process(proc)
+
+    def recovery_errors(self) -> list[str]:
+        found = []
+        for log in self.logs:
+            if log.exists():
+                found.extend(line for line in log.read_text(errors="replace").splitlines()
+                             if self.RECOVERY_ERROR in line)
+        return found
+
+    def __enter__(self) -> "WorkerGroup":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

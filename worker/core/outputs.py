@@ -13,6 +13,7 @@ from .liquidation import LiquidationPlan
 from .params import Params
 
 SCHEMA_VERSION = 1
+MAX_DEAD_LETTER_VALUE_BYTES = 65_536  # a dead letter keeps at most this much of the original value
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,10 +195,15 @@ class Source:
 def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index: int | None = None,
                       element: Any = None) -> dict[str, Any]:
     key, key_encoding = encode_verbatim(source.key)
+    size = None if source.value is None else len(source.value)
+    truncated = size is not None and size > MAX_DEAD_LETTER_VALUE_BYTES
     if index is None:
-        value, value_encoding = encode_verbatim(source.value)
+        raw = source.value[:MAX_DEAD_LETTER_VALUE_BYTES] if truncated else source.value
+        value, value_encoding = encode_verbatim(raw)
+        if truncated and value_encoding == "utf-8" and raw is not None:  # a cut may split a character
+            value, value_encoding = encode_verbatim(raw[: len(raw.decode("utf-8", "ignore").encode())])
     else:  # one bad element of a batch: the element itself, as JSON
-        value, value_encoding = element, "json"
+        value, value_encoding, truncated = element, "json", False
     return {
         "type": "dead_letter",
         "schema_version": SCHEMA_VERSION,
@@ -207,5 +213,7 @@ def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index
         "key_encoding": key_encoding,
         "value": value,
         "value_encoding": value_encoding,
+        "value_size": size,
+        "value_truncated": truncated,
         "error": {"code": code, "message": message},
     }
