@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 
 import orjson
 import pytest
@@ -18,7 +19,7 @@ from topics.schemas import validate_event
 from worker.broker import EmbeddedBroker, create_topics
 from worker.core.engine import Engine
 from worker.core.params import parse_params
-from worker.harness import WorkerGroup, feed_lockstep, produce, read_topics, scenario_records
+from worker.harness import WorkerGroup, feed_lockstep, feed_phase, produce, read_topics, scenario_records
 from worker.replay import replay_lines
 
 pytestmark = pytest.mark.broker
@@ -94,16 +95,24 @@ def test_failover_kill_9_in_the_middle_of_a_cascade(broker, prefix, tmp_path):
         group.start(2)
         asyncio.run(group.wait_ready())
         assert all(s["owned_partitions"] for s in group.stats())  # both workers own partitions
-        asyncio.run(feed_lockstep(broker.bootstrap, scenario_records(setup, prefix), group.ports, prefix))
-        asyncio.run(produce(broker.bootstrap, scenario_records(cascade, prefix)))
+        records = scenario_records(setup, prefix)
+        asyncio.run(feed_lockstep(broker.bootstrap, records[:2], group.ports, prefix))  # first marks
+        asyncio.run(feed_phase(broker.bootstrap, records[2:], group.ports, prefix))  # then positions
+        # the sell-off arrives over ~8 s; kill -9 the worker owning the fund once a quarter is out
+        feeder = threading.Thread(target=asyncio.run, args=(
+            produce(broker.bootstrap, scenario_records(cascade, prefix), interval_s=0.2),))
+        feeder.start()
         read(broker, prefix, lambda f: len(f["liquidations"]) >= len(expected_ids) // 4)
-        victim = max(range(2), key=lambda i: len(group.stats()[i]["owned_partitions"]))
-        group.kill(victim)  # kill -9 mid-cascade
+        victim = next(i for i, s in enumerate(group.stats()) if 0 in s["owned_partitions"])
+        group.kill(victim)
+        killed_at = len(read(broker, prefix, lambda f: True, timeout_s=5)["liquidations"])
+        feeder.join()
         found = read(broker, prefix, lambda f: {json.loads(v)["liquidation_id"] for _, v in f["liquidations"]}
                      >= expected_ids, timeout_s=120)
         assert group.recovery_errors() == []
         survivor = group.stats()[0]
         assert survivor["owned_partitions"] == [0, 1, 2, 3]
+        assert killed_at < len(expected_ids)  # the kill did land in the middle of the cascade
     by_id: dict[str, set[bytes]] = {}
     for _, value in found["liquidations"]:
         by_id.setdefault(json.loads(value)["liquidation_id"], set()).add(value)

@@ -114,7 +114,8 @@ class Runtime:
         table = self.accounts_table
         table.data[key] = value
         getattr(table.data, "_key_partition", {})[key] = partition
-        return await self.app.producer.send(table.changelog_topic.get_topic_name(), key.encode(), encode(value),
+        # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
+        return await self.app.producer.send(table.changelog_topic.get_topic_name(), encode(key), encode(value),
                                             partition, None, None)
 
     # --------------------------------------------------------------- positions

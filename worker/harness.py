@@ -50,8 +50,9 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
     return proc.returncode
 
 
-async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]], **kwargs: Any) -> int:
-    """Send (topic, key, value) in order; returns how many. Ordered per partition (acks=all)."""
+async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]], interval_s: float = 0.0,
+                  **kwargs: Any) -> int:
+    """Send (topic, key, value) in order, optionally spaced; ordered per partition (acks=all)."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **kwargs)
     await producer.start()
     count = 0
@@ -60,6 +61,9 @@ async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, byt
         for topic, key, value in records:
             futures.append(await producer.send(topic, value, key=key))
             count += 1
+            if interval_s:
+                await producer.flush()
+                await asyncio.sleep(interval_s)
         await producer.flush()
         for future in futures:
             await future
@@ -134,6 +138,21 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, i
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout_s}s waiting for {what}")
         await asyncio.sleep(interval_s)
+
+
+async def feed_phase(bootstrap: str, records: list[tuple[str, bytes | None, bytes]], web_ports: list[int],
+                     prefix: str = "", timeout_s: float = 120.0) -> None:
+    """Produce a phase at once, then wait until the workers consumed all of it."""
+    def totals() -> tuple[list[int], int]:
+        stats = [fetch_stats(port) or {"counters": {}} for port in web_ports]
+        return ([s["counters"].get("messages:mark-prices", 0) for s in stats],
+                sum(s["counters"].get("messages:positions", 0) for s in stats))
+    marks_before, positions_before = totals()
+    marks = sum(1 for topic, _, _ in records if topic == prefix + "mark-prices")
+    positions = len(records) - marks
+    await produce(bootstrap, records)
+    await wait_for(lambda: all(m >= b + marks for m, b in zip(totals()[0], marks_before))
+                   and totals()[1] >= positions_before + positions, timeout_s, "phase consumed", interval_s=0.1)
 
 
 async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, bytes]], web_ports: list[int],
