@@ -28,12 +28,32 @@ def main(argv: list[str] | None = None) -> int:
         from .app import main_worker  # Faust takes over its own command line
 
         return main_worker(argv)
+    if argv and argv[0] == "demo":
+        from .demo import main_demo
+
+        return main_demo(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="offline replay of a JSON Lines scenario (SPEC §7)")
     replay.add_argument("input", help="JSON Lines: {topic, key, value} per line")
     replay.add_argument("--params", help=f"parameter TOML (or ${DEFAULT_PARAMS_ENV})")
+    topics = sub.add_parser("topics", help="create the catalog's topics on a cluster")
+    topics.add_argument("--bootstrap", default=os.environ.get("RISK_BOOTSTRAP", "127.0.0.1:9092"))
+    topics.add_argument("--prefix", default=os.environ.get("RISK_TOPIC_PREFIX", ""))
+    topics.add_argument("--partitions", type=int, default=int(os.environ.get("RISK_PARTITIONS", "4")))
+    topics.add_argument("--replication-factor", type=int, default=1)
+    sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
     args = parser.parse_args(argv)
+    if args.command == "topics":
+        from topics.catalog import topic_specs
+
+        from .broker import create_topics
+
+        result = create_topics(args.bootstrap, topic_specs(args.prefix, args.partitions),
+                               replication_factor=args.replication_factor)
+        for name, status in result.items():
+            print(f"{name}: {status}")
+        return 0
     if args.command == "replay":
         from .replay import main_replay
 
