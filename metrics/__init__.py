@@ -1,1 +1,143 @@
-"""Prometheus metrics of the worker (prometheus_client lives here, never in the core)."""
+"""Prometheus metrics of the worker (prometheus_client lives here, never in the core).
+
+Names follow the Prometheus conventions: `_total` for counters, units in the name; money is in
+settlement minor units (`_units`, 10^-settlement.decimals of the asset, exact up to 2^53).
+Each worker serves them at `/metrics` on its own web port.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+EVALUATION_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000, 25000)
+
+METRIC_NAMES = (
+    "risk_events_consumed_total", "risk_dead_letters_total", "risk_liquidations_total",
+    "risk_penalty_units_total", "risk_shortfall_units_total", "risk_insurance_cover_units_total",
+    "risk_socialized_loss_units_total", "risk_insurance_fund_balance_units", "risk_margin_call_scopes",
+    "risk_pending_liquidations", "risk_reliquidations_total", "risk_guard_trips_total",
+    "risk_tick_evaluations", "risk_mark_age_seconds", "risk_input_to_allocation_latency_seconds",
+    "risk_consumer_lag_messages", "risk_owned_partitions",
+)
+
+
+def _units(text: str) -> int:
+    """Decimal string at its scale → integer units (exact: strings carry exactly their decimals)."""
+    return int(text.replace(".", ""))
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events = Counter("risk_events_consumed_total", "Input events consumed (batch elements counted)",
+                              ["topic"], registry=r)
+        self.dead_letters = Counter("risk_dead_letters_total", "Dead letters published, by reason",
+                                    ["reason"], registry=r)
+        self.liquidations = Counter("risk_liquidations_total", "Liquidation allocations published",
+                                    ["scope", "outcome"], registry=r)
+        self.penalty = Counter("risk_penalty_units_total", "Penalty by destination, settlement minor units",
+                               ["destination"], registry=r)
+        self.shortfall = Counter("risk_shortfall_units_total", "Bankruptcy shortfall, settlement minor units",
+                                 registry=r)
+        self.cover = Counter("risk_insurance_cover_units_total", "Shortfall covered by the insurance fund",
+                             registry=r)
+        self.socialized = Counter("risk_socialized_loss_units_total", "Shortfall left to socialize", registry=r)
+        self.fund_balance = Gauge("risk_insurance_fund_balance_units", "Insurance fund balance (fund agent)",
+                                  ["asset"], registry=r)
+        self.margin_call = Gauge("risk_margin_call_scopes", "Scopes in the margin-call zone", registry=r)
+        self.pending = Gauge("risk_pending_liquidations", "Liquidations emitted and not yet acknowledged",
+                             registry=r)
+        self.reliquidations = Counter("risk_reliquidations_total", "Re-liquidations after a pending timeout",
+                                      registry=r)
+        self.guard_trips = Counter("risk_guard_trips_total", "Liquidations held back by a guard", ["guard"],
+                                   registry=r)
+        self.tick_evaluations = Histogram("risk_tick_evaluations", "Scopes evaluated per mark tick",
+                                          buckets=EVALUATION_BUCKETS, registry=r)
+        self.mark_age = Gauge("risk_mark_age_seconds", "Newest event time minus the symbol's mark time",
+                              ["symbol"], registry=r)
+        self.latency = Histogram("risk_input_to_allocation_latency_seconds",
+                                 "Input message consumed → its outputs handed to the producer",
+                                 buckets=LATENCY_BUCKETS_S, registry=r)
+        self.lag = Gauge("risk_consumer_lag_messages", "High watermark minus next offset", ["topic", "partition"],
+                         registry=r)
+        self.owned = Gauge("risk_owned_partitions", "positions partitions owned by this worker", registry=r)
+        self._seen: dict[str, float] = {}
+
+    # ----------------------------------------------------------- observations
+    def observe_outputs(self, outputs: Iterable[Any]) -> None:
+        for output in outputs:
+            value = output.value
+            kind = value.get("type")
+            if kind == "liquidation":
+                self.observe_allocation(value)
+            elif kind == "dead_letter":
+                self.dead_letters.labels(value["error"]["code"]).inc()
+
+    def observe_allocation(self, value: dict) -> None:
+        scope = "cross" if value["scope"] == "cross" else "isolated"
+        self.liquidations.labels(scope, "bankrupt" if value["bankrupt"] else "solvent").inc()
+        totals = value["totals"]
+        for destination in ("liquidator", "insurance_fund", "protocol"):
+            self.penalty.labels(destination).inc(_units(totals[destination]))
+        self.shortfall.inc(_units(totals["shortfall"]))
+        self.cover.inc(_units(totals["insurance_cover"]))
+        self.socialized.inc(_units(totals["socialized_loss"]))
+
+    def observe_input(self, topic: str, value: Any, seconds: float) -> None:
+        self.events.labels(topic).inc(len(value) if isinstance(value, list) else 1)
+        self.latency.observe(seconds)
+
+    def observe_tick_evaluations(self, count: int) -> None:
+        self.tick_evaluations.observe(count)
+
+    def sync_engine(self, runtime: Any) -> None:
+        """Gauges and counters mirrored from the engine's state and counters."""
+        engine = runtime.engine
+        self.pending.set(sum(len(a.pending) for a in engine.accounts.values()))
+        self.margin_call.set(sum(len(a.in_call) for a in engine.accounts.values()))
+        self.owned.set(len(runtime.owned))
+        for name, child in (("reliquidations", self.reliquidations),):
+            self._mirror(name, engine.counters.get(name, 0), child)
+        for key, count in engine.counters.items():
+            if key.startswith("guard_trip:"):
+                self._mirror(key, count, self.guard_trips.labels(key.split(":", 1)[1]))
+        for symbol, mark in engine.marks.items():
+            self.mark_age.labels(symbol).set(max(0, engine.newest_ts - mark.ts) / 1000)
+
+    def _mirror(self, key: str, total: float, counter: Any) -> None:
+        delta = total - self._seen.get(key, 0)
+        if delta > 0:
+            counter.inc(delta)
+            self._seen[key] = total
+
+    def observe_fund(self, asset: str, balance_units: int, outputs: Iterable[Any]) -> None:
+        self.fund_balance.labels(asset).set(balance_units)
+        self.observe_outputs(outputs)
+
+    def observe_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(topic, str(partition)).set(max(0, lag))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def install(app: Any, runtime: Any) -> WorkerMetrics:
+    """Attach metrics to a runtime and serve them at /metrics on the worker's web port."""
+    metrics = WorkerMetrics()
+    runtime.metrics = metrics
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        metrics.sync_engine(runtime)
+        # aiohttp refuses parameters in content_type; text/plain is the 0.0.4 text format
+        return web.bytes(metrics.exposition(), content_type="text/plain")
+
+    return metrics
+
+
+__all__ = ["WorkerMetrics", "install", "METRIC_NAMES", "CONTENT_TYPE_LATEST", "time"]

@@ -62,6 +62,7 @@ def test_parity_with_replay_on_the_example_scenario(broker, prefix, tmp_path):
         asyncio.run(feed_lockstep(broker.bootstrap, scenario_records(lines, prefix), group.ports, prefix))
         found = read(broker, prefix, lambda f: len(f["liquidations"]) >= len(expected))
         assert group.recovery_errors() == []
+        scraped = scrape(group.ports[0])
     got = [value for _, value in found["liquidations"]]
     assert sorted(got) == sorted(orjson.dumps(o.value) for o in expected)
     # every event on every output topic validates against its schema (SPEC §6)
@@ -69,6 +70,37 @@ def test_parity_with_replay_on_the_example_scenario(broker, prefix, tmp_path):
         for _, value in records:
             validate_event(json.loads(value))
     assert [json.loads(v)["error"]["code"] for _, v in found["dead-letters"]] == ["non_positive_price"]
+    # the worker's /metrics moved with the scenario (SPEC §1; metrics/__init__.py)
+    samples = scraped
+    allocations = [json.loads(v) for v in got]
+    assert samples[("risk_liquidations_total", ())] == len(allocations)
+    assert samples[("risk_liquidations_total", (("outcome", "bankrupt"), ("scope", "cross")))] == sum(
+        1 for a in allocations if a["bankrupt"] and a["scope"] == "cross")
+    fund_entries = [json.loads(v) for _, v in found["insurance-fund"] if json.loads(v)["type"] == "insurance_fund_entry"]
+    assert samples[("risk_insurance_fund_balance_units", (("asset", "USD"),))] == int(
+        fund_entries[-1]["balance_after"].replace(".", ""))
+    assert samples[("risk_dead_letters_total", (("reason", "non_positive_price"),))] == 1
+    assert samples[("risk_penalty_units_total", (("destination", "liquidator"),))] == sum(
+        int(a["totals"]["liquidator"].replace(".", "")) for a in allocations)
+
+
+def scrape(port: int) -> dict:
+    """Prometheus text → {(name, sorted labels): value}, plus a label-less sum per counter."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.endswith("_created"):
+                continue
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+            if sample.name.endswith("_total"):
+                samples[(sample.name, ())] = samples.get((sample.name, ()), 0) + sample.value
+    return samples
 
 
 def fund_ledger_is_consistent(entries: list[dict], initial: int, floor: int) -> None:

@@ -182,7 +182,11 @@ class Runtime:
                 if outputs or self.engine.dirty:
                     await self.publish(outputs)
                 if self.metrics is not None and batch:
-                    self.metrics.observe_mark_batch(batch, consumer, time.perf_counter() - started)
+                    self.metrics.latency.observe(time.perf_counter() - started)
+                    for tp in tps:
+                        highwater = consumer.highwater(tp)
+                        if highwater is not None:
+                            self.metrics.observe_lag(tp.topic, tp.partition, highwater - next_offset[tp])
         finally:
             await consumer.stop()
 
@@ -194,7 +198,12 @@ class Runtime:
         except DecodeError as exc:
             return [self.engine.dead_letter(source, exc.code, str(exc))]
         try:
-            return self.engine.process_mark(value, source)
+            before = self.counters["evaluations"]
+            outputs = self.engine.process_mark(value, source)
+            if self.metrics is not None:
+                self.metrics.observe_tick_evaluations(self.counters["evaluations"] - before)
+                self.metrics.events.labels("mark-prices").inc(len(value) if isinstance(value, list) else 1)
+            return outputs
         except Exception as exc:
             log.exception("mark message failed")
             return [self.engine.dead_letter(source, "internal_error", f"{type(exc).__name__}: {exc}"[:300])]
@@ -204,6 +213,7 @@ class Runtime:
         """Stop evaluating accounts we may no longer own until recovery hands them back."""
         self.owned = set()
         self.engine.load_accounts({})
+        self.engine.partitions = []
 
     async def on_accounts_recovered(self) -> None:
         self.ensure_mark_consumer()
@@ -217,6 +227,7 @@ class Runtime:
                 accounts[key] = AccountState.from_dict(value)
         self.owned = owned
         self.engine.load_accounts(accounts)
+        self.engine.partitions = sorted(owned)
         log.info("accounts recovered: %d accounts on partitions %s", len(accounts), sorted(owned))
         # publish again what pending liquidations published (identical bytes), then catch up
         outputs = self.engine.pending_outputs() + self.engine.evaluate_all()
@@ -256,7 +267,7 @@ class Runtime:
             await self.app.producer.send(self.settings.topic(output.topic), output.key.encode(),
                                          encode(output.value), None, None, None)
         if self.metrics is not None:
-            self.metrics.observe_fund(self.ledger.fund.balance_units, outputs)
+            self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, outputs)
 
 
 def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[faust.App, Runtime]:

@@ -16,7 +16,7 @@ from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_ma
 from .fund import InsuranceFund, request_item, settle
 from .liquidation import plan_liquidation, plan_to_dict
 from .margin import Leg, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
-from .outputs import Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event
+from .outputs import SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event
 from .params import Params
 
 CROSS = "cross"
@@ -160,6 +160,8 @@ class Engine:
         # True (streaming): fund movements go to the single-writer fund agent as `fund_request`s
         self.remote_settlement = remote_settlement
         self.dirty: set[str] = set()  # accounts changed since the adapter last persisted them
+        # positions partitions this engine holds (streaming); None = every account (replay)
+        self.partitions: list[int] | None = None
         self._requests: list[dict[str, Any]] = []
         self.accounts: dict[str, AccountState] = accounts if accounts is not None else {}
         self.marks: dict[str, MarkState] = {}
@@ -557,7 +559,7 @@ class Engine:
                     at_risk += notional(sym, account.positions[symbol].size_lots, mark.mark_ticks)
         return {
             "type": "risk_snapshot",
-            "schema_version": 1,
+            "schema_version": SCHEMA_VERSION,
             "ts": ts,
             "symbol": symbol,
             "mark_price": format_units(mark.mark_ticks, sym.price_decimals),
@@ -565,6 +567,7 @@ class Engine:
             "open_interest_short": format_units(self.open_short[symbol], sym.size_decimals),
             "accounts_in_margin_call": in_zone,
             "notional_at_risk": format_units(at_risk, self.params.quote_decimals),
+            "partitions": self.partitions,
             "params_version": self.params.params_version,
         }
 
