@@ -31,7 +31,7 @@ from .core.engine import AccountState, Engine
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
 from .core.params import Params, load_params
-from .faust_compat import patch_recovery_highwaters
+from .faust_compat import flush_now, patch_recovery_highwaters
 from .settings import WorkerSettings
 
 log = logging.getLogger("worker")
@@ -98,16 +98,20 @@ class Runtime:
         """Persist changed accounts, then publish outputs (after the state is delivered when money moves)."""
         producer = self.app.producer
         changed = self.engine.take_dirty()
-        state_futures = [await self._persist_account(account) for account in changed]
-        if state_futures and any(o.topic in MONEY_TOPICS for o in outputs):
-            await asyncio.gather(*state_futures)
+        for account in changed:
+            await self._persist_account(account)
+        money = any(o.topic in MONEY_TOPICS for o in outputs)
+        if changed and money:
+            await flush_now(producer)  # the state is delivered before anything that depends on it
         for output in outputs:
             await producer.send(self.settings.topic(output.topic), output.key.encode(), encode(output.value),
                                 None, None, None)
+        if money:
+            await flush_now(producer)  # a liquidation does not wait for the producer's linger
         if self.metrics is not None:
             self.metrics.observe_outputs(outputs)
 
-    async def _persist_account(self, account: AccountState):
+    async def _persist_account(self, account: AccountState) -> Any:
         key = account.account_id
         value = account.to_dict()
         partition = partition_for(key.encode(), self.settings.partitions)
@@ -150,6 +154,7 @@ class Runtime:
         topic = self.settings.topic("mark-prices")
         consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
                                     enable_auto_commit=False, auto_offset_reset="earliest",
+                                    fetch_max_wait_ms=5,  # a tick must not wait for a long poll
                                     **security_kwargs(self.settings))
         await consumer.start()
         try:
@@ -262,7 +267,7 @@ class Runtime:
         if moved or message.offset > state["offset"]:
             self.fund_ledger_table[self.params.asset] = {"balance": self.ledger.fund.balance_units,
                                                          "offset": message.offset}
-            await self.app.producer.flush()  # the ledger is durable before anything depends on it
+            await flush_now(self.app.producer)  # the ledger is durable before anything depends on it
         for output in outputs:
             await self.app.producer.send(self.settings.topic(output.topic), output.key.encode(),
                                          encode(output.value), None, None, None)

@@ -71,3 +71,15 @@ def patch_recovery_highwaters(consumer_kwargs: dict[str, Any]) -> None:
 
     recovery.Recovery._build_highwaters = _build_highwaters
     _PATCHED = True
+
+
+async def flush_now(producer: Any) -> None:
+    """Send everything buffered now and wait until it is delivered, without waiting out the
+    producer's linger (aiokafka's ``flush`` waits for lingering batches to fill; its
+    ``flush_for_commit`` closes them and wakes the sender). Falls back to ``flush``."""
+    await producer.buffer.flush()
+    accumulator = getattr(getattr(producer, "_producer", None), "_message_accumulator", None)
+    if accumulator is not None and hasattr(accumulator, "flush_for_commit"):
+        await accumulator.flush_for_commit()
+    else:
+        await producer.flush()

@@ -21,6 +21,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("partitions", "RISK_PARTITIONS", 4, "partitions of positions and of the account table"),
     Setting("app_id", "RISK_APP_ID", "risk-worker", "consumer group / Faust application id"),
     Setting("web_port", "RISK_WEB_PORT", 6066, "this worker's HTTP port (/metrics); one per worker"),
+    Setting("web_host", "RISK_WEB_HOST", "127.0.0.1", "address this worker's HTTP server binds (0.0.0.0 in a container)"),
     Setting("data_dir", "RISK_DATA_DIR", "", "Faust data directory (default: a fresh temp dir)"),
     Setting("session_timeout_s", "RISK_SESSION_TIMEOUT_S", 10.0, "consumer-group session timeout"),
     Setting("heartbeat_s", "RISK_HEARTBEAT_S", 1.0, "consumer-group heartbeat interval"),
@@ -44,6 +45,7 @@ class WorkerSettings:
     partitions: int
     app_id: str
     web_port: int
+    web_host: str
     data_dir: str
     session_timeout_s: float
     heartbeat_s: float

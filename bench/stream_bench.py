@@ -1,0 +1,316 @@
+"""Streaming benchmark on the embedded broker (Tansu): throughput, latency, cascade, index.
+
+Prints, in one run:
+  1. events/s of one worker, single-event messages, next to a bare Faust agent on the same messages;
+  2. events/s of one worker, batched messages, next to raw aiokafka consume + orjson decode;
+  3. tick → liquidation latency p50/p99 with background position traffic;
+  4. time to publish a cascade of 10 k liquidations among 100 k accounts;
+  5. scopes evaluated per tick at 10 k and 200 k healthy accounts (the candidate index).
+Usage: python bench/stream_bench.py [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+from aiokafka.structs import TopicPartition  # noqa: E402
+
+from topics.catalog import topic_specs  # noqa: E402
+from worker.app import partition_for  # noqa: E402
+from worker.broker import EmbeddedBroker, create_topics, free_port  # noqa: E402
+from worker.core.engine import Engine  # noqa: E402
+from worker.core.outputs import Source  # noqa: E402
+from worker.core.params import load_params  # noqa: E402
+from worker.harness import WorkerGroup, fetch_stats, stop_process, wait_for  # noqa: E402
+
+PARAMS = ROOT / "bench" / "bench_params.toml"
+T0 = 1_700_000_000_000
+PARTITIONS = 4
+
+
+def mark(price_tenths: int, seq: int, ts: int, symbol: str = "BTC-PERP") -> dict:
+    return {"symbol": symbol, "mark_price": f"{price_tenths // 10}.{price_tenths % 10}", "ts": ts, "seq": seq}
+
+
+def account_events(account: str, collateral_usd: int, lots: int, seq: int = 1) -> list[dict]:
+    return [{"type": "balance", "account_id": account, "asset": "USD", "collateral": str(collateral_usd),
+             "seq": seq, "ts": T0},
+            {"type": "position", "account_id": account, "symbol": "BTC-PERP", "size": f"{lots / 1000:.3f}",
+             "entry_price": "20000.0", "seq": seq + 1, "ts": T0}]
+
+
+def batched(events: list[dict], size: int = 500) -> list[tuple[int, bytes, bytes]]:
+    """(partition, key, value) messages: per-partition arrays of at most `size` events."""
+    by_partition: dict[int, list[dict]] = {}
+    for event in events:
+        by_partition.setdefault(partition_for(event["account_id"].encode(), PARTITIONS), []).append(event)
+    out = []
+    for partition, items in sorted(by_partition.items()):
+        for start in range(0, len(items), size):
+            chunk = items[start:start + size]
+            out.append((partition, chunk[0]["account_id"].encode(), orjson.dumps(chunk)))
+    return out
+
+
+async def produce(bootstrap: str, topic: str, messages: list[tuple[int | None, bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262_144,
+                                max_request_size=4_000_000)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        for partition, key, value in messages:
+            await producer.send(topic, value, key=key, partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return time.perf_counter() - started
+
+
+async def raw_consume_decode(bootstrap: str, topic: str, expected: int) -> tuple[float, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8_000_000, fetch_max_bytes=32_000_000)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        seen = events = 0
+        started = time.perf_counter()
+        while seen < expected:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=10_000)).values():
+                for record in records:
+                    value = orjson.loads(record.value)
+                    events += len(value) if isinstance(value, list) else 1
+                    seen += 1
+        return time.perf_counter() - started, events
+    finally:
+        await consumer.stop()
+
+
+async def timed_consumption(port: int, target: int, timeout_s: float = 600) -> float:
+    """Seconds from the first to the target-th positions message, polled from /stats."""
+    def count() -> int:
+        stats = fetch_stats(port) or {"counters": {}}
+        return stats["counters"].get("messages:positions", 0)
+    await wait_for(lambda: count() > 0, timeout_s, "first message", interval_s=0.01)
+    started = time.perf_counter()
+    await wait_for(lambda: count() >= target, timeout_s, f"{target} messages", interval_s=0.01)
+    return time.perf_counter() - started
+
+
+def start_bare(bootstrap: str, topic: str, log_dir: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    env = dict(os.environ, BARE_BOOTSTRAP=bootstrap, BARE_TOPIC=topic, BARE_WEB_PORT=str(port),
+               BARE_APP_ID=f"bare-{topic}", PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "bare_faust_app.py"), "worker"], env=env,
+                            stdout=open(log_dir / f"bare-{topic}.log", "wb"), stderr=subprocess.STDOUT, cwd=ROOT)
+    return proc, port
+
+
+async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int) -> dict:
+    results: dict = {}
+    bootstrap = broker.bootstrap
+    # --- single-event messages: position updates of existing, healthy accounts
+    prefix = "tp1-"
+    create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
+    setup = [e for i in range(accounts) for e in account_events(f"a{i:06d}", 5_000, 1_000)]
+    await produce(bootstrap, prefix + "mark-prices", [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))])
+    setup_messages = batched(setup)
+    updates = []
+    for k in range(singles):
+        account = f"a{k % accounts:06d}"
+        updates.append((None, account.encode(), orjson.dumps(
+            {"type": "position", "account_id": account, "symbol": "BTC-PERP", "size": f"{(900 + k % 200) / 1000:.3f}",
+             "entry_price": "20000.0", "seq": 3 + k // accounts, "ts": T0 + 1})))
+    await produce(bootstrap, prefix + "positions", setup_messages + updates)
+    with WorkerGroup(bootstrap, PARAMS, app_id=prefix + "w", prefix=prefix, log_dir=log_dir) as group:
+        group.start(1)
+        port = group.ports[0]
+        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
+                       >= len(setup_messages), 600, "setup consumed", interval_s=0.05)
+        started = time.perf_counter()
+        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
+                       >= len(setup_messages) + singles, 600, "singles consumed", interval_s=0.01)
+        results["worker_single_eps"] = singles / (time.perf_counter() - started)
+    # bare Faust on the same single-event messages
+    bare_topic = "bare-singles"
+    create_topics(bootstrap, [(bare_topic, PARTITIONS, {})])
+    await produce(bootstrap, bare_topic, updates)
+    proc, port = start_bare(bootstrap, bare_topic, log_dir)
+    try:
+        results["bare_faust_mps"] = singles / await timed_consumption(port, singles)
+    finally:
+        stop_process(proc)
+    # --- batched messages: the same kind of updates, 500 events per message
+    prefix = "tp2-"
+    create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
+    await produce(bootstrap, prefix + "mark-prices", [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))])
+    batch_updates = []
+    for k in range(batch_events):
+        account = f"a{k % accounts:06d}"
+        batch_updates.append({"type": "position", "account_id": account, "symbol": "BTC-PERP",
+                              "size": f"{(900 + k % 200) / 1000:.3f}", "entry_price": "20000.0",
+                              "seq": 3 + k // accounts, "ts": T0 + 1})
+    batch_messages = batched(batch_updates)
+    await produce(bootstrap, prefix + "positions", setup_messages + batch_messages)
+    with WorkerGroup(bootstrap, PARAMS, app_id=prefix + "w", prefix=prefix, log_dir=log_dir) as group:
+        group.start(1)
+        port = group.ports[0]
+        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
+                       >= len(setup_messages), 600, "setup consumed", interval_s=0.05)
+        started = time.perf_counter()
+        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
+                       >= len(setup_messages) + len(batch_messages), 600, "batches consumed", interval_s=0.01)
+        results["worker_batched_eps"] = batch_events / (time.perf_counter() - started)
+    seconds, events = await raw_consume_decode(bootstrap, prefix + "positions", len(setup_messages) + len(batch_messages))
+    results["raw_decode_eps"] = events / seconds
+    return results
+
+
+async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int, cascade_accounts: int,
+                              cascade_size: int) -> dict:
+    """Ladder accounts for latency: account j is liquidatable below (19 000 − 10j)/0.996 only."""
+    results: dict = {}
+    bootstrap = broker.bootstrap
+    prefix = "lat-"
+    create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
+    ladder = [e for j in range(ticks) for e in account_events(f"l{j:05d}", 1_000 + 10 * j, 1_000)]
+    background = [e for i in range(2_000) for e in account_events(f"b{i:05d}", 20_000, 1_000)]
+    # cascade: `cascade_size` accounts liquidatable below ~17 000, the rest healthy down to ~8 000
+    crowd = []
+    for i in range(cascade_accounts):
+        collateral = 2_900 if i < cascade_size else 12_000
+        crowd.extend(account_events(f"c{i:06d}", collateral, 1_000))
+    await produce(bootstrap, prefix + "mark-prices", [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))])
+    await produce(bootstrap, prefix + "positions", batched(ladder + background + crowd))
+    consumer = AIOKafkaConsumer(prefix + "liquidations", bootstrap_servers=bootstrap, group_id=None,
+                                auto_offset_reset="latest", fetch_max_wait_ms=5)
+    with WorkerGroup(bootstrap, PARAMS, app_id=prefix + "w", prefix=prefix, log_dir=log_dir) as group:
+        group.start(1)
+        port = group.ports[0]
+        total_events = len(ladder) + len(background) + len(crowd)
+        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("position_events", 0)
+                       >= total_events, 900, "setup applied", interval_s=0.2)
+        await consumer.start()
+        await consumer.getmany(timeout_ms=500)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        await producer.start()
+        stop = asyncio.Event()
+
+        async def background_load() -> None:  # ~2 000 position events/s in 40-event batches
+            seq = 10
+            while not stop.is_set():
+                seq += 1
+                events = [{"type": "position", "account_id": f"b{i:05d}", "symbol": "BTC-PERP",
+                           "size": f"{(900 + seq % 100) / 1000:.3f}", "entry_price": "20000.0", "seq": seq,
+                           "ts": T0 + 2} for i in range(0, 2_000, 50)]
+                for partition, key, value in batched(events, 40):
+                    await producer.send(prefix + "positions", value, key=key, partition=partition)
+                await asyncio.sleep(0.02)
+
+        load = asyncio.create_task(background_load())
+        latencies = []
+        try:
+            for j in range(ticks):
+                # just below account j's liquidation price (19 000 − 10j)/0.996, above j+1's
+                price = (190_000 - 100 * j) * 1000 // 996 - 1
+                sent = time.perf_counter()
+                await producer.send_and_wait(prefix + "mark-prices", orjson.dumps(mark(price, j + 2, T0 + 10 + j)),
+                                             key=b"BTC-PERP")
+                found = False
+                while not found:
+                    for records in (await consumer.getmany(timeout_ms=1000)).values():
+                        for record in records:
+                            if orjson.loads(record.value)["account_id"] == f"l{j:05d}":
+                                latencies.append(time.perf_counter() - sent)
+                                found = True
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await load
+        latencies.sort()
+        results["latency_p50_ms"] = 1000 * latencies[len(latencies) // 2]
+        results["latency_p99_ms"] = 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+        results["latency_n"] = len(latencies)
+        # cascade: one tick at 16 900 liquidates the `cascade_size` accounts with 2 900 of collateral
+        await asyncio.sleep(1.0)
+        sent = time.perf_counter()
+        await producer.send_and_wait(prefix + "mark-prices", orjson.dumps(mark(169_000, ticks + 10, T0 + 100_000)),
+                                     key=b"BTC-PERP")
+        crowd_liquidated = 0
+        while crowd_liquidated < cascade_size and time.perf_counter() - sent < 120:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=20_000)).values():
+                crowd_liquidated += sum(1 for r in records if orjson.loads(r.value)["account_id"].startswith("c"))
+        results["cascade_s"] = time.perf_counter() - sent
+        results["cascade_liquidations"] = crowd_liquidated
+        await producer.stop()
+        await consumer.stop()
+    return results
+
+
+def evaluations_per_tick(accounts: int, ticks: int = 200, near: int = 200) -> float:
+    """Core only: `near` accounts close to their call level (110–160× leverage) and `accounts` healthy
+    ones (2–10×); a ±0.05 % random walk. Mean scopes evaluated per tick: flat in `accounts`."""
+    import random
+
+    rng = random.Random(3)
+    engine = Engine(load_params(str(PARAMS)))
+    source = Source("bench", 0, 0, None, b"")
+    engine.process_mark(mark(200_000, 1, T0), source)
+    for i in range(near):
+        engine.process_positions(account_events(f"n{i:06d}", 20 * 1_000 // rng.randint(110, 160), 1_000), source)
+    for i in range(accounts):
+        lots = rng.randint(100, 2_000)
+        collateral = 20 * lots // rng.randint(2, 10) + 1
+        engine.process_positions(account_events(f"h{i:06d}", collateral, lots), source)
+    before = engine.counters["evaluations:BTC-PERP"]
+    price = 200_000
+    for k in range(ticks):
+        price += rng.randint(-100, 100)
+        engine.process_mark(mark(price, k + 2, T0 + k + 1), source)
+    return (engine.counters["evaluations:BTC-PERP"] - before) / ticks
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    args = parser.parse_args()
+    sizes = dict(accounts=2_000, singles=5_000, batch_events=20_000, ticks=50, cascade_accounts=10_000,
+                 cascade_size=1_000) if args.quick else dict(
+        accounts=10_000, singles=30_000, batch_events=200_000, ticks=200, cascade_accounts=100_000,
+        cascade_size=10_000)
+    log_dir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
+    print(f"conditions: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, embedded Tansu broker, "
+          f"1 worker, 4 partitions, logs in {log_dir}", flush=True)
+    print(f"sizes: {sizes}", flush=True)
+    with EmbeddedBroker(log_dir=str(log_dir)) as broker:
+        tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"], sizes["batch_events"])
+        print(f"single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
+              f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
+              f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}", flush=True)
+        print(f"batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
+              f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s", flush=True)
+        lc = await latency_and_cascade(broker, log_dir, sizes["ticks"], sizes["cascade_accounts"], sizes["cascade_size"])
+        print(f"tick → liquidation    : p50 {lc['latency_p50_ms']:.1f} ms  p99 {lc['latency_p99_ms']:.1f} ms "
+              f"over {lc['latency_n']} ticks, ~2 000 background events/s", flush=True)
+        print(f"cascade               : {lc['cascade_liquidations']:,} liquidations among "
+              f"{sizes['cascade_accounts']:,} accounts published in {lc['cascade_s']:.2f} s", flush=True)
+    for n in (10_000, 200_000) if not args.quick else (2_000, 20_000):
+        print(f"evaluations per tick  : {evaluations_per_tick(n):.2f} with {n:,} healthy accounts", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
