@@ -81,7 +81,7 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--params", default=str(ROOT / "examples" / "params.toml"))
+    parser.add_argument("--params", default=str(ROOT / "bench" / "bench_params.toml"))
     args = parser.parse_args()
     params = load_params(args.params)
     started = time.perf_counter()

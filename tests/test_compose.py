@@ -319,3 +319,11 @@ def test_compose_commands_run_against_a_broker(tmp_path):
     assert {n for n in exposed if not n.endswith("_created")} <= set(contract)
     assert sum(s.get("risk_owned_partitions", 0) for s in scraped) == partitions
     assert sum(s.get("risk_liquidations_total", 0) for s in scraped) > 0
+
+
+def test_readme_documents_every_worker_setting():
+    from worker.settings import SETTINGS
+
+    readme = (ROOT / "README.md").read_text()
+    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme or f"`--{s.name.replace('_', '-')}`" not in readme]
+    assert missing == []

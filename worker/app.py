@@ -286,7 +286,7 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
         store="memory://",
         datadir=settings.data_dir or tempfile.mkdtemp(prefix="risk-worker-"),
         web_port=settings.web_port,
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,

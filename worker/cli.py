@@ -32,6 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         from .demo import main_demo
 
         return main_demo(argv[1:])
+    if argv and argv[0] == "report":
+        from .report import main_report
+
+        return main_report(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="offline replay of a JSON Lines scenario (SPEC §7)")
@@ -43,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     topics.add_argument("--partitions", type=int, default=int(os.environ.get("RISK_PARTITIONS", "4")))
     topics.add_argument("--replication-factor", type=int, default=1)
     sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
+    sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
     args = parser.parse_args(argv)
     if args.command == "topics":
         from topics.catalog import topic_specs

@@ -166,8 +166,11 @@ def _amounts(event: dict) -> list[str]:
 
 
 def settlement_scale(events: list[dict]) -> int:
-    """The settlement scale: amounts carry exactly it (SPEC §6); the largest number of decimals seen."""
-    return max((decimals(a) for e in events for a in _amounts(e) if isinstance(a, str)), default=0)
+    """The settlement scale: every amount carries exactly its decimals (SPEC §6), so all agree."""
+    seen = {decimals(a) for e in events for a in _amounts(e) if isinstance(a, str)}
+    if len(seen) > 1:
+        raise ValueError(f"amounts carry different numbers of decimals: {sorted(seen)}")
+    return seen.pop() if seen else 0
 
 
 def _asset(events: list[dict]) -> str:
@@ -295,14 +298,15 @@ def write_chart(summary: Summary, out_path: str, title: str) -> None:
         fund_ax.text(0.5, 0.5, "no insurance_fund_entry", ha="center", va="center", transform=fund_ax.transAxes)
 
     rate_ax.set_title("Liquidations per second of event time")
-    per_second: dict[int, list[int]] = {}
+    per_second: dict[int, list[int]] = {}  # whole second of event time (ts // 1000) → [solvent, bankrupt]
     for ts, bankrupt in summary.liquidation_times:
-        counts = per_second.setdefault((ts - t0) // 1000, [0, 0])
+        counts = per_second.setdefault(ts // 1000, [0, 0])
         counts[1 if bankrupt else 0] += 1
     if per_second:
-        xs = sorted(per_second)
-        solvent = [per_second[x][0] for x in xs]
-        bankrupt = [per_second[x][1] for x in xs]
+        seconds_ = sorted(per_second)
+        xs = [seconds(second * 1000) for second in seconds_]
+        solvent = [per_second[second][0] for second in seconds_]
+        bankrupt = [per_second[second][1] for second in seconds_]
         rate_ax.bar(xs, solvent, width=0.9, align="edge", color="tab:green", label="solvent")
         rate_ax.bar(xs, bankrupt, width=0.9, align="edge", bottom=solvent, color="tab:red", label="bankrupt")
         rate_ax.legend(loc="upper left")
@@ -327,7 +331,7 @@ def write_chart(summary: Summary, out_path: str, title: str) -> None:
 
     for ax in (fund_ax, rate_ax, split_ax, social_ax):
         ax.grid(True, alpha=0.3)
-        ax.set_xlim(left=0, right=max(span, 1.0) + 1)
+        ax.set_xlim(left=min(0.0, seconds(t0 // 1000 * 1000)), right=max(span, 1.0) + 1)
     for ax in (split_ax, social_ax):
         ax.set_xlabel(xlabel)
     fig.savefig(out_path, format="png")
