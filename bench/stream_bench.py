@@ -188,15 +188,17 @@ async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int,
     create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
     ladder = [e for j in range(ticks) for e in account_events(f"l{j:05d}", 1_000 + 10 * j, 1_000)]
     background = [e for i in range(2_000) for e in account_events(f"b{i:05d}", 20_000, 1_000)]
-    # cascade: `cascade_size` accounts liquidatable below ~17 000, the rest healthy down to ~8 000
+    # cascade: `cascade_size` accounts liquidatable below (20 000 − 4 500)/0.996 ≈ 15 562 (under the
+    # whole ladder), the rest healthy down to ≈ 8 032
     crowd = []
     for i in range(cascade_accounts):
-        collateral = 2_900 if i < cascade_size else 12_000
+        collateral = 4_500 if i < cascade_size else 12_000
         crowd.extend(account_events(f"c{i:06d}", collateral, 1_000))
     await produce(bootstrap, prefix + "mark-prices", [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))])
     await produce(bootstrap, prefix + "positions", batched(ladder + background + crowd))
     consumer = AIOKafkaConsumer(prefix + "liquidations", bootstrap_servers=bootstrap, group_id=None,
-                                auto_offset_reset="latest", fetch_max_wait_ms=5)
+                                auto_offset_reset="latest", fetch_max_wait_ms=5,
+                                max_partition_fetch_bytes=16_000_000, fetch_max_bytes=64_000_000)
     with WorkerGroup(bootstrap, PARAMS, app_id=prefix + "w", prefix=prefix, log_dir=log_dir) as group:
         group.start(1)
         port = group.ports[0]
@@ -244,10 +246,10 @@ async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int,
         results["latency_p50_ms"] = 1000 * latencies[len(latencies) // 2]
         results["latency_p99_ms"] = 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         results["latency_n"] = len(latencies)
-        # cascade: one tick at 16 900 liquidates the `cascade_size` accounts with 2 900 of collateral
+        # cascade: one tick at 15 500 liquidates the `cascade_size` accounts with 4 500 of collateral
         await asyncio.sleep(1.0)
         sent = time.perf_counter()
-        await producer.send_and_wait(prefix + "mark-prices", orjson.dumps(mark(169_000, ticks + 10, T0 + 100_000)),
+        await producer.send_and_wait(prefix + "mark-prices", orjson.dumps(mark(155_000, ticks + 10, T0 + 100_000)),
                                      key=b"BTC-PERP")
         crowd_liquidated = 0
         while crowd_liquidated < cascade_size and time.perf_counter() - sent < 120:

@@ -36,6 +36,7 @@ from .settings import WorkerSettings
 
 log = logging.getLogger("worker")
 MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund"})
+DEFER_MAX_ACCOUNTS = 10_000  # changed accounts held back from the changelog at most
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -79,8 +80,7 @@ class Runtime:
         self.accounts_table: Any = None
         self.fund_ledger_table: Any = None
         self.fund_settled_table: Any = None
-        self.metrics: Any = None  # set by metrics.worker_metrics when enabled
-        self.started = time.monotonic()
+        self.metrics: Any = None  # set by metrics.install
         self._mark_task: asyncio.Future | None = None
 
     def stats(self) -> dict[str, Any]:
@@ -95,14 +95,14 @@ class Runtime:
 
     # ----------------------------------------------------------------- publish
     async def publish(self, outputs: list[Output]) -> None:
-        """Persist changed accounts, then publish outputs (after the state is delivered when money moves)."""
+        """Publish outputs. When money moves, the changed accounts are written and delivered first;
+        otherwise their changelog writes are coalesced until the next money move, the producer
+        flush that precedes every offset commit, a rebalance, or DEFER_MAX_ACCOUNTS."""
         producer = self.app.producer
-        changed = self.engine.take_dirty()
-        for account in changed:
-            await self._persist_account(account)
         money = any(o.topic in MONEY_TOPICS for o in outputs)
-        if changed and money:
-            await flush_now(producer)  # the state is delivered before anything that depends on it
+        if money or len(self.engine.dirty) >= DEFER_MAX_ACCOUNTS:
+            if await self.persist_dirty() and money:
+                await flush_now(producer)  # the state is delivered before anything that depends on it
         for output in outputs:
             await producer.send(self.settings.topic(output.topic), output.key.encode(), encode(output.value),
                                 None, None, None)
@@ -110,6 +110,13 @@ class Runtime:
             await flush_now(producer)  # a liquidation does not wait for the producer's linger
         if self.metrics is not None:
             self.metrics.observe_outputs(outputs)
+
+    async def persist_dirty(self) -> int:
+        """Write every changed account to the `accounts` changelog; returns how many."""
+        changed = self.engine.take_dirty()
+        for account in changed:
+            await self._persist_account(account)
+        return len(changed)
 
     async def _persist_account(self, account: AccountState) -> Any:
         key = account.account_id
@@ -169,31 +176,39 @@ class Runtime:
             await consumer.seek_to_beginning(*tps)
             next_offset = {tp: 0 for tp in tps}
             while True:
-                batch = await consumer.getmany(timeout_ms=50, max_records=10_000)
-                outputs: list[Output] = []
-                started = time.perf_counter()
-                for tp, records in batch.items():
-                    for record in records:
-                        next_offset[tp] = record.offset + 1
-                        outputs.extend(self._on_mark_record(record))
-                if not self.marks_ready.is_set():
-                    if all(consumer.highwater(tp) is not None and next_offset[tp] >= consumer.highwater(tp)
-                           for tp in tps):
-                        log.info("mark prices caught up: %d symbols", len(self.engine.marks))
-                        self.marks_ready.set()
-                    outputs = [o for o in outputs if o.topic != "dead-letters"]
-                elif 0 not in self.owned:  # one worker dead-letters bad marks: the owner of positions/0
-                    outputs = [o for o in outputs if o.topic != "dead-letters"]
-                if outputs or self.engine.dirty:
-                    await self.publish(outputs)
-                if self.metrics is not None and batch:
-                    self.metrics.latency.observe(time.perf_counter() - started)
-                    for tp in tps:
-                        highwater = consumer.highwater(tp)
-                        if highwater is not None:
-                            self.metrics.observe_lag(tp.topic, tp.partition, highwater - next_offset[tp])
+                try:
+                    await self._mark_batch(consumer, tps, next_offset)
+                except Exception:  # never let the mark reader die: log, count, go on
+                    log.exception("mark batch failed")
+                    self.counters["internal_error:marks"] += 1
         finally:
             await consumer.stop()
+
+    async def _mark_batch(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                          next_offset: dict[TopicPartition, int]) -> None:
+        """One poll of the mark reader: apply the ticks, publish, track catch-up and lag."""
+        batch = await consumer.getmany(timeout_ms=50, max_records=10_000)
+        outputs: list[Output] = []
+        started = time.perf_counter()
+        for tp, records in batch.items():
+            for record in records:
+                next_offset[tp] = record.offset + 1
+                outputs.extend(self._on_mark_record(record))
+        if not self.marks_ready.is_set():
+            if all(consumer.highwater(tp) is not None and next_offset[tp] >= consumer.highwater(tp) for tp in tps):
+                log.info("mark prices caught up: %d symbols", len(self.engine.marks))
+                self.marks_ready.set()
+            outputs = [o for o in outputs if o.topic != "dead-letters"]
+        elif 0 not in self.owned:  # one worker dead-letters bad marks: the owner of positions/0
+            outputs = [o for o in outputs if o.topic != "dead-letters"]
+        if outputs or self.engine.dirty:
+            await self.publish(outputs)
+        if self.metrics is not None and batch:
+            self.metrics.latency.observe(time.perf_counter() - started)
+            for tp in tps:
+                highwater = consumer.highwater(tp)
+                if highwater is not None:
+                    self.metrics.observe_lag(tp.topic, tp.partition, highwater - next_offset[tp])
 
     def _on_mark_record(self, record: Any) -> list[Output]:
         source = Source(self.settings.topic("mark-prices"), record.partition, record.offset, record.key, record.value)
@@ -215,7 +230,10 @@ class Runtime:
 
     # -------------------------------------------------------------- rebalance
     async def on_partitions_revoked(self) -> None:
-        """Stop evaluating accounts we may no longer own until recovery hands them back."""
+        """Write back what changed, then stop evaluating accounts we may no longer own until
+        recovery hands them back."""
+        await self.persist_dirty()
+        await flush_now(self.app.producer)
         self.owned = set()
         self.engine.load_accounts({})
         self.engine.partitions = []
@@ -299,6 +317,14 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
         processing_guarantee="at_least_once",
     )
     runtime = Runtime(settings, params, app)
+    flush_producer = app.producer.flush
+
+    async def flush_with_state() -> None:
+        """Faust flushes the producer before every offset commit: coalesced account writes go first."""
+        await runtime.persist_dirty()
+        await flush_producer()
+
+    app.producer.flush = flush_with_state  # type: ignore[method-assign]
     raw = {"key_type": bytes, "value_type": bytes, "key_serializer": "raw", "value_serializer": "raw"}
     positions_topic = app.topic(settings.topic("positions"), partitions=settings.partitions, **raw)
     requests_topic = app.topic(settings.topic("insurance-requests"), partitions=1, **raw)

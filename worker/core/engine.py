@@ -20,7 +20,8 @@ from .outputs import SCHEMA_VERSION, Output, Source, Trigger, allocation_event, 
 from .params import Params
 
 CROSS = "cross"
-ScopeKey = tuple[str, str]  # (account_id, scope): scope is "cross" or the isolated symbol
+ScopeKey = tuple[str, str]
+FUND_REQUEST_ITEMS = 200  # liquidations per `fund_request` message (≈ 1 KiB each)  # (account_id, scope): scope is "cross" or the isolated symbol
 
 
 def liquidation_id(account_id: str, scope: str, seq: int, n: int) -> str:
@@ -442,11 +443,13 @@ class Engine:
         return out
 
     def _flush_requests(self) -> list[Output]:
-        """All fund requests of one input message leave as one `fund_request` (one framework pass)."""
+        """The fund requests of one input message leave batched: one `fund_request` per
+        FUND_REQUEST_ITEMS liquidations (one framework pass each, and well under a message's size)."""
         if not self._requests:
             return []
         items, self._requests = self._requests, []
-        return [Output("insurance-requests", self.params.asset, fund_request(items))]
+        return [Output("insurance-requests", self.params.asset, fund_request(items[i:i + FUND_REQUEST_ITEMS]))
+                for i in range(0, len(items), FUND_REQUEST_ITEMS)]
 
     def pending_outputs(self) -> list[Output]:
         """What was published for every pending liquidation, to publish again after a takeover
@@ -460,9 +463,9 @@ class Engine:
                         items.extend(value["items"])
                     else:
                         out.append(Output(topic, key, value))
-        if items:
-            out.insert(0, Output("insurance-requests", self.params.asset, fund_request(items)))
-        return out
+        requests = [Output("insurance-requests", self.params.asset, fund_request(items[i:i + FUND_REQUEST_ITEMS]))
+                    for i in range(0, len(items), FUND_REQUEST_ITEMS)]
+        return requests + out
 
     def _margin_call(self, kind: str, account: AccountState, scope: str, state, current: str,
                      trigger: Trigger, ts: int) -> Output:
