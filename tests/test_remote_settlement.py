@@ -54,3 +54,39 @@ def test_pending_liquidations_are_republished_with_identical_bytes():
     assert [o.topic for o in published] == ["liquidations", "insurance-requests"]
     again = engine.pending_outputs()
     assert sorted(format_output(o) for o in again) == sorted(format_output(o) for o in published)
+
+
+def test_a_cascade_sends_its_fund_requests_in_messages_of_at_most_200_liquidations():
+    from tests.fixtures import balance, make_params, mark, position
+    from worker.core.engine import FUND_REQUEST_ITEMS
+    from worker.core.outputs import Source
+
+    # 450 identical accounts (wallet 1 000, long 1 BTC at 20 000, flat 0.1 %) all liquidated at 19 050
+    engine = Engine(make_params(btc_penalty='{model = "flat", min_ppm = 1000}'), remote_settlement=True)
+    src = Source("x", 0, 0, None, b"")
+    engine.process_mark(mark("BTC-PERP", "20000.0", 1, 1), src)
+    for i in range(450):
+        engine.process_positions([balance(f"a{i}", "1000", 1, 1), position(f"a{i}", "BTC-PERP", "1.000", "20000.0", 2, 1)],
+                                 src)
+    published = engine.process_mark(mark("BTC-PERP", "19050.0", 2, 2), src)
+    requests = [o.value["items"] for o in published if o.topic == "insurance-requests"]
+    assert FUND_REQUEST_ITEMS == 200
+    assert [len(items) for items in requests] == [200, 200, 50]
+    assert len({item["liquidation_id"] for items in requests for item in items}) == 450
+    assert sum(o.topic == "liquidations" for o in published) == 450
+
+
+def test_a_plan_survives_its_json_form_unchanged():
+    import dataclasses
+
+    from worker.core.liquidation import plan_from_dict, plan_to_dict
+
+    lines = (EXAMPLES / "crash.jsonl").read_bytes().splitlines()
+    engine = Engine(load_params(str(EXAMPLES / "params.toml")), remote_settlement=True)
+    items = [item for o in replay_lines(lines, engine) if o.topic == "insurance-requests" for item in o.value["items"]]
+    assert items
+    for item in items:
+        plan = plan_from_dict(item["plan"])
+        reference = dataclasses.asdict(plan)
+        reference["closes"] = list(reference["closes"])  # a tuple in the dataclass, an array in JSON
+        assert plan_to_dict(plan) == item["plan"] == reference

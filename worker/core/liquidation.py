@@ -5,7 +5,7 @@ engine should do and how the penalty is distributed. It never mutates the caller
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from .fixed import PPM, ceil_div, floor_div
@@ -242,9 +242,16 @@ def plan_liquidation(collateral_units: int, legs: list[Leg], params: Params) -> 
     )
 
 
+_PLAN_FIELDS = tuple(f for f in LiquidationPlan.__dataclass_fields__ if f != "closes")
+_CLOSE_FIELDS = tuple(Close.__dataclass_fields__)
+
+
 def plan_to_dict(plan: LiquidationPlan) -> dict[str, Any]:
-    """Plain-JSON form of a plan (ints, bools, lists) for the fund agent's request topic."""
-    return asdict(plan)
+    """Plain-JSON form of a plan (ints, bools, lists) for the fund agent's request topic.
+    (Written out: ``dataclasses.asdict`` deep-copies and cost 60 % of a cascade.)"""
+    data: dict[str, Any] = {name: getattr(plan, name) for name in _PLAN_FIELDS}
+    data["closes"] = [{name: getattr(close, name) for name in _CLOSE_FIELDS} for close in plan.closes]
+    return data
 
 
 def plan_from_dict(data: dict[str, Any]) -> LiquidationPlan:
