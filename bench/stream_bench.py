@@ -119,62 +119,56 @@ def start_bare(bootstrap: str, topic: str, log_dir: Path) -> tuple[subprocess.Po
     return proc, port
 
 
-async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int) -> dict:
-    results: dict = {}
-    bootstrap = broker.bootstrap
-    # --- single-event messages: position updates of existing, healthy accounts
-    prefix = "tp1-"
-    create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
-    setup = [e for i in range(accounts) for e in account_events(f"a{i:06d}", 5_000, 1_000)]
-    await produce(bootstrap, prefix + "mark-prices", [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))])
-    setup_messages = batched(setup)
-    updates = []
-    for k in range(singles):
-        account = f"a{k % accounts:06d}"
-        updates.append((None, account.encode(), orjson.dumps(
-            {"type": "position", "account_id": account, "symbol": "BTC-PERP", "size": f"{(900 + k % 200) / 1000:.3f}",
-             "entry_price": "20000.0", "seq": 3 + k // accounts, "ts": T0 + 1})))
-    await produce(bootstrap, prefix + "positions", setup_messages + updates)
+def update(k: int, accounts: int) -> dict:
+    """The k-th healthy position update: account k mod N, size 0.900–1.099 BTC, next seq."""
+    account = f"a{k % accounts:06d}"
+    return {"type": "position", "account_id": account, "symbol": "BTC-PERP", "size": f"{(900 + k % 200) / 1000:.3f}",
+            "entry_price": "20000.0", "seq": 3 + k // accounts, "ts": T0 + 1}
+
+
+async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count: int, measured_count: int) -> float:
+    """Start one worker on pre-produced topics; seconds it takes for the `measured_count` positions
+    messages that follow the first `setup_count`."""
+    def consumed() -> int:
+        return (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
+
     with WorkerGroup(bootstrap, PARAMS, app_id=prefix + "w", prefix=prefix, log_dir=log_dir) as group:
         group.start(1)
         port = group.ports[0]
-        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
-                       >= len(setup_messages), 600, "setup consumed", interval_s=0.05)
+        await wait_for(lambda: consumed() >= setup_count, 600, "setup consumed", interval_s=0.05)
         started = time.perf_counter()
-        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
-                       >= len(setup_messages) + singles, 600, "singles consumed", interval_s=0.01)
-        results["worker_single_eps"] = singles / (time.perf_counter() - started)
+        await wait_for(lambda: consumed() >= setup_count + measured_count, 600, "measured", interval_s=0.01)
+        return time.perf_counter() - started
+
+
+async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int) -> dict:
+    results: dict = {}
+    bootstrap = broker.bootstrap
+    setup_messages = batched([e for i in range(accounts) for e in account_events(f"a{i:06d}", 5_000, 1_000)])
+    first_mark = [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))]
+    # --- single-event messages: position updates of existing, healthy accounts
+    updates = [(None, f"a{k % accounts:06d}".encode(), orjson.dumps(update(k, accounts))) for k in range(singles)]
+    create_topics(bootstrap, topic_specs("tp1-", PARTITIONS))
+    await produce(bootstrap, "tp1-mark-prices", first_mark)
+    await produce(bootstrap, "tp1-positions", setup_messages + updates)
+    results["worker_single_eps"] = singles / await worker_seconds(bootstrap, "tp1-", log_dir, len(setup_messages),
+                                                                  singles)
     # bare Faust on the same single-event messages
-    bare_topic = "bare-singles"
-    create_topics(bootstrap, [(bare_topic, PARTITIONS, {})])
-    await produce(bootstrap, bare_topic, updates)
-    proc, port = start_bare(bootstrap, bare_topic, log_dir)
+    create_topics(bootstrap, [("bare-singles", PARTITIONS, {})])
+    await produce(bootstrap, "bare-singles", updates)
+    proc, port = start_bare(bootstrap, "bare-singles", log_dir)
     try:
         results["bare_faust_mps"] = singles / await timed_consumption(port, singles)
     finally:
         stop_process(proc)
     # --- batched messages: the same kind of updates, 500 events per message
-    prefix = "tp2-"
-    create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
-    await produce(bootstrap, prefix + "mark-prices", [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))])
-    batch_updates = []
-    for k in range(batch_events):
-        account = f"a{k % accounts:06d}"
-        batch_updates.append({"type": "position", "account_id": account, "symbol": "BTC-PERP",
-                              "size": f"{(900 + k % 200) / 1000:.3f}", "entry_price": "20000.0",
-                              "seq": 3 + k // accounts, "ts": T0 + 1})
-    batch_messages = batched(batch_updates)
-    await produce(bootstrap, prefix + "positions", setup_messages + batch_messages)
-    with WorkerGroup(bootstrap, PARAMS, app_id=prefix + "w", prefix=prefix, log_dir=log_dir) as group:
-        group.start(1)
-        port = group.ports[0]
-        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
-                       >= len(setup_messages), 600, "setup consumed", interval_s=0.05)
-        started = time.perf_counter()
-        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
-                       >= len(setup_messages) + len(batch_messages), 600, "batches consumed", interval_s=0.01)
-        results["worker_batched_eps"] = batch_events / (time.perf_counter() - started)
-    seconds, events = await raw_consume_decode(bootstrap, prefix + "positions", len(setup_messages) + len(batch_messages))
+    batch_messages = batched([update(k, accounts) for k in range(batch_events)])
+    create_topics(bootstrap, topic_specs("tp2-", PARTITIONS))
+    await produce(bootstrap, "tp2-mark-prices", first_mark)
+    await produce(bootstrap, "tp2-positions", setup_messages + batch_messages)
+    results["worker_batched_eps"] = batch_events / await worker_seconds(bootstrap, "tp2-", log_dir,
+                                                                        len(setup_messages), len(batch_messages))
+    seconds, events = await raw_consume_decode(bootstrap, "tp2-positions", len(setup_messages) + len(batch_messages))
     results["raw_decode_eps"] = events / seconds
     return results
 

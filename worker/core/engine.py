@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .fixed import PPM
+from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
 from .fund import InsuranceFund, request_item, settle
 from .liquidation import plan_liquidation, plan_to_dict
@@ -343,7 +343,7 @@ class Engine:
         else:
             position = account.positions.get(scope)
             if position is None or not position.isolated:
-                return collateral_free_scope()
+                return 0, []  # the isolated position was closed (or became cross): nothing to evaluate
             collateral = position.isolated_margin_units
             items = [(scope, position)]
         for symbol, position in items:
@@ -547,8 +547,6 @@ class Engine:
 
     def snapshot(self, symbol: str, ts: int) -> dict[str, Any]:
         """Mark, open interest, accounts in the margin-call zone and their notional (at mark)."""
-        from .fixed import format_units
-
         sym = self.params.symbols[symbol]
         mark = self.marks[symbol]
         in_zone = 0
@@ -573,11 +571,6 @@ class Engine:
             "partitions": self.partitions,
             "params_version": self.params.params_version,
         }
-
-
-def collateral_free_scope() -> tuple[int, list[Leg]]:
-    """An isolated scope whose position was closed: nothing to evaluate."""
-    return 0, []
 
 
 def fund_request(items: list[dict[str, Any]]) -> dict[str, Any]:
