@@ -114,8 +114,12 @@ class Runtime:
     async def persist_dirty(self) -> int:
         """Write every changed account to the `accounts` changelog; returns how many."""
         changed = self.engine.take_dirty()
-        for account in changed:
+        for count, account in enumerate(changed, start=1):
             await self._persist_account(account)
+            if count % 500 == 0:
+                # let a tick through during a long write-back. Safe: each write serializes the
+                # account as it is now, so a later write is never older than an earlier one.
+                await asyncio.sleep(0)
         return len(changed)
 
     async def _persist_account(self, account: AccountState) -> Any:
