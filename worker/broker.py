@@ -332,6 +332,9 @@ class EmbeddedBroker:
                     stderr=subprocess.STDOUT,
                     env=self._child_env(),
                     close_fds=True,
+                    # its own session: a terminal's Ctrl-C reaches us, not the broker, so the
+                    # clients stop before the broker does (we stop it by PID; it also dies with us)
+                    start_new_session=True,
                 )
                 if sys.platform.startswith("linux") and self.die_with_parent:
                     popen_kw["preexec_fn"] = _set_pdeathsig
