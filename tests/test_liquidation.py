@@ -318,3 +318,50 @@ def test_source_of_a_dead_letter_is_kept():
     out = driver.engine.process_mark({"symbol": "BTC-PERP"}, Source("mark-prices", 3, 42, b"BTC-PERP", b"{}"))
     assert out[0].value["source"] == {"topic": "mark-prices", "partition": 3, "offset": 42, "index": None}
     assert out[0].value["key"] == "BTC-PERP"
+
+
+def test_a_timed_out_scope_that_recovered_is_not_counted_as_a_reliquidation():
+    driver = partial_driver()  # pending timeout 30 s
+    open_long_btc(driver)
+    driver.mark("BTC-PERP", "19050.0", T + 1, 2)
+    driver.mark("BTC-PERP", "21000.0", T + 1 + 30_000, 3)  # timed out, but healthy again: no new liquidation
+    assert len(driver.liquidations()) == 1
+    assert (driver.engine.counters["pending_timeouts"], driver.engine.counters["reliquidations"]) == (1, 0)
+
+
+def test_an_evaluation_that_raises_is_dead_lettered_and_the_other_accounts_are_still_liquidated(monkeypatch):
+    from worker.core import engine as engine_module
+
+    driver = partial_driver()
+    driver.mark("BTC-PERP", "20000.0", T, 1)
+    for account in ("a", "b", "c"):
+        driver.positions(balance(account, "1000", 1, T), position(account, "BTC-PERP", "1.000", "20000.0", 2, T))
+    real = engine_module.plan_liquidation
+
+    def failing_for_b(collateral, legs, params):
+        if collateral == 1_000_000_000 and failing_for_b.calls == 1:
+            failing_for_b.calls += 1
+            raise engine_module.plan_liquidation.__globals__["AccountingError"]("injected")
+        failing_for_b.calls += 1
+        return real(collateral, legs, params)
+
+    failing_for_b.calls = 0
+    monkeypatch.setattr(engine_module, "plan_liquidation", failing_for_b)
+    driver.mark("BTC-PERP", "19050.0", T + 1, 2)
+    assert [e["account_id"] for e in driver.liquidations()] == ["a", "c"]
+    [dead] = driver.values("dead-letters")
+    assert dead["error"]["code"] == "internal_error" and "b/cross" in dead["error"]["message"]
+    assert "b" not in {a for a, acc in driver.engine.accounts.items() if acc.pending}  # nothing recorded for b
+    driver.mark("BTC-PERP", "19049.0", T + 2, 3)  # b is looked at again on the next tick
+    assert [e["account_id"] for e in driver.liquidations()] == ["a", "c", "b"]
+
+
+def test_an_oversized_utf8_value_is_cut_on_a_character_boundary_and_stays_text():
+    from worker.core.outputs import MAX_DEAD_LETTER_VALUE_BYTES, dead_letter_event
+
+    # "é" is 2 bytes: 1 ASCII byte first puts a character across the 64 KiB cut
+    raw = b"x" + "é".encode() * MAX_DEAD_LETTER_VALUE_BYTES
+    event = dead_letter_event(ts=0, source=Source("positions", 0, 0, None, raw), code="oversized", message="big")
+    assert event["value_encoding"] == "utf-8" and event["value_truncated"] is True
+    assert len(event["value"].encode()) == MAX_DEAD_LETTER_VALUE_BYTES - 1  # 1 + 2·32 767 bytes kept
+    assert event["value_size"] == len(raw)

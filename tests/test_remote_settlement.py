@@ -37,7 +37,7 @@ def test_a_redelivered_request_moves_the_fund_once_and_republishes_identical_byt
     for item in request.value["items"]:
         again, moved = ledger.apply(item)
         assert moved is False
-        assert [o.value for o in again] == [v for _, _, v in ledger.settled[item["liquidation_id"]]]
+        assert [o.value for o in again] == [v for _, _, v in ledger.settled[item["liquidation_id"]]["outputs"]]
     assert ledger.fund.balance_units == balance
 
 
@@ -90,3 +90,25 @@ def test_a_plan_survives_its_json_form_unchanged():
         reference = dataclasses.asdict(plan)
         reference["closes"] = list(reference["closes"])  # a tuple in the dataclass, an array in JSON
         assert plan_to_dict(plan) == item["plan"] == reference
+
+
+def test_an_interrupted_attempt_is_applied_again_at_its_position_and_a_duplicate_elsewhere_is_not():
+    lines = (EXAMPLES / "crash.jsonl").read_bytes().splitlines()
+    params = load_params(str(EXAMPLES / "params.toml"))
+    engine = Engine(params, remote_settlement=True)
+    items = [i for o in replay_lines(lines, engine) if o.topic == "insurance-requests" for i in o.value["items"]]
+    bankrupt = next(i for i in items if i["plan"]["bankrupt"])
+    ledger = FundLedger(params)
+    first, moved = ledger.apply(bankrupt, at=[7, 0])
+    balance = ledger.fund.balance_units
+    assert moved and balance < params.insurance_initial_units  # the cover was paid
+    # a crash after the settled record but before the balance record: the balance is restored from
+    # the older record, and the same position is applied afresh, identically
+    ledger.fund.balance_units = params.insurance_initial_units
+    again, moved_again = ledger.apply(bankrupt, at=[7, 0])
+    assert moved_again and [o.value for o in again] == [o.value for o in first]
+    assert ledger.fund.balance_units == balance
+    # the same liquidation re-published in a later request message is a duplicate
+    duplicate, moved_dup = ledger.apply(bankrupt, at=[9, 3])
+    assert not moved_dup and [o.value for o in duplicate] == [o.value for o in first]
+    assert ledger.fund.balance_units == balance

@@ -78,9 +78,11 @@ class Runtime:
         self.owned: set[int] = set()  # positions partitions this worker owns now
         self.counters = self.engine.counters
         self.accounts_table: Any = None
-        self.fund_ledger_table: Any = None
-        self.fund_settled_table: Any = None
+        self.fund_table: Any = None
         self.metrics: Any = None  # set by metrics.install
+        # one publisher at a time: the mark reader, the positions agent and a revocation must not
+        # interleave their state writes and sends (a revocation waits for a publish in flight)
+        self.publish_lock = asyncio.Lock()
         self._mark_task: asyncio.Future | None = None
 
     def stats(self) -> dict[str, Any]:
@@ -94,22 +96,30 @@ class Runtime:
         }
 
     # ----------------------------------------------------------------- publish
-    async def publish(self, outputs: list[Output]) -> None:
+    async def publish(self, outputs: list[Output], first_emission: bool = True) -> None:
         """Publish outputs. When money moves, the changed accounts are written and delivered first;
         otherwise their changelog writes are coalesced until the next money move, the producer
-        flush that precedes every offset commit, a rebalance, or DEFER_MAX_ACCOUNTS."""
+        flush that precedes every offset commit, a rebalance, or DEFER_MAX_ACCOUNTS.
+        ``first_emission=False`` (re-publication after a takeover) is not counted again in metrics."""
+        async with self.publish_lock:
+            await self._publish(outputs)
+        if self.metrics is not None and first_emission:
+            self.metrics.observe_outputs(outputs)
+
+    async def _publish(self, outputs: list[Output]) -> None:
         producer = self.app.producer
         money = any(o.topic in MONEY_TOPICS for o in outputs)
         if money or len(self.engine.dirty) >= DEFER_MAX_ACCOUNTS:
             if await self.persist_dirty() and money:
                 await flush_now(producer)  # the state is delivered before anything that depends on it
-        for output in outputs:
-            await producer.send(self.settings.topic(output.topic), output.key.encode(), encode(output.value),
-                                None, None, None)
+        await self._send(outputs)
         if money:
             await flush_now(producer)  # a liquidation does not wait for the producer's linger
-        if self.metrics is not None:
-            self.metrics.observe_outputs(outputs)
+
+    async def _send(self, outputs: list[Output]) -> None:
+        for output in outputs:
+            await self.app.producer.send(self.settings.topic(output.topic), output.key.encode(),
+                                         encode(output.value), None, None, None)
 
     async def persist_dirty(self) -> int:
         """Write every changed account to the `accounts` changelog; returns how many."""
@@ -160,6 +170,17 @@ class Runtime:
         """Start the mark reader once, from whichever starts first (recovery waits for it)."""
         if self._mark_task is None:
             self._mark_task = asyncio.ensure_future(self.run_mark_consumer())
+            self._mark_task.add_done_callback(self._mark_task_done)
+
+    def _mark_task_done(self, task: asyncio.Future) -> None:
+        """Without marks the worker must not sit there looking healthy: crash it (a restart or
+        another worker of the group takes over)."""
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.critical("the mark reader died: %r", exc)
+            asyncio.ensure_future(self.app.crash(exc))
 
     async def run_mark_consumer(self) -> None:
         topic = self.settings.topic("mark-prices")
@@ -206,13 +227,26 @@ class Runtime:
         elif 0 not in self.owned:  # one worker dead-letters bad marks: the owner of positions/0
             outputs = [o for o in outputs if o.topic != "dead-letters"]
         if outputs or self.engine.dirty:
-            await self.publish(outputs)
+            await self._publish_retrying(outputs)
         if self.metrics is not None and batch:
             self.metrics.latency.observe(time.perf_counter() - started)
             for tp in tps:
                 highwater = consumer.highwater(tp)
                 if highwater is not None:
                     self.metrics.observe_lag(tp.topic, tp.partition, highwater - next_offset[tp])
+
+    async def _publish_retrying(self, outputs: list[Output]) -> None:
+        """The engine already recorded these (pending liquidations): publishing must not be given up."""
+        delay = 0.1
+        while True:
+            try:
+                await self.publish(outputs)
+                return
+            except Exception:
+                log.exception("publishing mark outputs failed; retrying in %.1f s", delay)
+                self.counters["publish_retries"] += 1
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _on_mark_record(self, record: Any) -> list[Output]:
         source = Source(self.settings.topic("mark-prices"), record.partition, record.offset, record.key, record.value)
@@ -236,11 +270,12 @@ class Runtime:
     async def on_partitions_revoked(self) -> None:
         """Write back what changed, then stop evaluating accounts we may no longer own until
         recovery hands them back."""
-        await self.persist_dirty()
-        await flush_now(self.app.producer)
-        self.owned = set()
-        self.engine.load_accounts({})
-        self.engine.partitions = []
+        async with self.publish_lock:
+            await self.persist_dirty()
+            await flush_now(self.app.producer)
+            self.owned = set()
+            self.engine.load_accounts({})
+            self.engine.partitions = []
 
     async def on_accounts_recovered(self) -> None:
         self.ensure_mark_consumer()
@@ -257,44 +292,75 @@ class Runtime:
         self.engine.partitions = sorted(owned)
         log.info("accounts recovered: %d accounts on partitions %s", len(accounts), sorted(owned))
         # publish again what pending liquidations published (identical bytes), then catch up
-        outputs = self.engine.pending_outputs() + self.engine.evaluate_all()
+        await self.publish(self.engine.pending_outputs(), first_emission=False)
+        outputs = self.engine.evaluate_all()
         if outputs or self.engine.dirty:
             await self.publish(outputs)
 
     # ------------------------------------------------------------------ fund
     async def on_fund_recovered(self) -> None:
-        state = self.fund_ledger_table.data.get(self.params.asset)
+        state = self.fund_table.data.get(self._balance_key())
         balance = None if state is None else state["balance"]
-        self.ledger = FundLedger(self.params, balance, settled=self.fund_settled_table)
+        self.ledger = FundLedger(self.params, balance, settled=_Prefixed(self.fund_table, "settled:"))
+
+    def _balance_key(self) -> str:
+        return f"balance:{self.params.asset}"
 
     async def on_fund_request(self, message: Any) -> None:
+        """Apply a `fund_request`. One table holds the ledger: `settled:<id>` per liquidation and
+        `balance:<asset>` = {balance, offset, done}, written after every item, so that recovery
+        always sees a consistent prefix (a redelivered message resumes at its first undone item)."""
         if self.ledger is None:
             await self.on_fund_recovered()
         assert self.ledger is not None
+        source = Source(self.settings.topic("insurance-requests"), message.partition, message.offset,
+                        message.key, message.value)
         try:
-            request = decode(message.value)
-            items = request["items"]
+            items = decode(message.value)["items"]
+            if not isinstance(items, list):
+                raise TypeError("items is not an array")
         except (DecodeError, KeyError, TypeError) as exc:
-            source = Source(self.settings.topic("insurance-requests"), message.partition, message.offset,
-                            message.key, message.value)
             await self.publish([self.engine.dead_letter(source, "decode_error", str(exc)[:300])])
             return
-        state = self.fund_ledger_table.get(self.params.asset) or {"balance": None, "offset": -1}
+        state = self.fund_table.get(self._balance_key()) or {"offset": -1, "done": 0}
         outputs: list[Output] = []
-        moved = False
-        for item in items:
-            item_outputs, item_moved = self.ledger.apply(item)
+        fresh: list[Output] = []
+        for index, item in enumerate(items):
+            if (message.offset, index) < (state["offset"], state["done"]):  # applied by an earlier delivery
+                outputs.extend(self.ledger.stored_outputs(item.get("liquidation_id", "")) or [])
+                continue
+            try:
+                item_outputs, moved = self.ledger.apply(item, at=[message.offset, index])
+            except Exception as exc:  # a bad item must not stop the fund: dead-letter it alone
+                log.exception("fund request item failed")
+                self.counters["internal_error:fund"] += 1
+                outputs.append(self.engine.dead_letter(source, "internal_error",
+                                                       f"{type(exc).__name__}: {exc}"[:300], index, item))
+                moved = False
+                item_outputs = []
+            self.fund_table[self._balance_key()] = {"balance": self.ledger.fund.balance_units,
+                                                    "offset": message.offset, "done": index + 1}
             outputs.extend(item_outputs)
-            moved = moved or item_moved
-        if moved or message.offset > state["offset"]:
-            self.fund_ledger_table[self.params.asset] = {"balance": self.ledger.fund.balance_units,
-                                                         "offset": message.offset}
-            await flush_now(self.app.producer)  # the ledger is durable before anything depends on it
-        for output in outputs:
-            await self.app.producer.send(self.settings.topic(output.topic), output.key.encode(),
-                                         encode(output.value), None, None, None)
+            if moved:
+                fresh.extend(item_outputs)
+        await flush_now(self.app.producer)  # the ledger is durable before anything depends on it
+        await self._send(outputs)
+        await flush_now(self.app.producer)
         if self.metrics is not None:
-            self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, outputs)
+            self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
+
+
+class _Prefixed:
+    """A key-prefixed view of a table: the fund's settled records live beside its balance."""
+
+    def __init__(self, table: Any, prefix: str) -> None:
+        self.table, self.prefix = table, prefix
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(self.prefix + key, default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[self.prefix + key] = value
 
 
 def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[faust.App, Runtime]:
@@ -334,8 +400,7 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     requests_topic = app.topic(settings.topic("insurance-requests"), partitions=1, **raw)
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     runtime.accounts_table = app.Table("accounts", partitions=settings.partitions, schema=json_values)
-    runtime.fund_ledger_table = app.Table("fund-ledger", partitions=1, schema=json_values)
-    runtime.fund_settled_table = app.Table("fund-settled", partitions=1, schema=json_values)
+    runtime.fund_table = app.Table("fund-ledger", partitions=1, schema=json_values)
 
     @app.agent(positions_topic, concurrency=1, name="positions-agent")
     async def positions_agent(stream):  # noqa: ANN001
@@ -361,7 +426,7 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     async def accounts_recovered() -> None:
         await runtime.on_accounts_recovered()
 
-    @runtime.fund_ledger_table.on_recover
+    @runtime.fund_table.on_recover
     async def fund_recovered() -> None:
         await runtime.on_fund_recovered()
 

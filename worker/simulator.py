@@ -177,10 +177,13 @@ class Market:
                                 account.positions.pop(close["symbol"], None)
                             else:
                                 account.positions[close["symbol"]] = ((1 if lots > 0 else -1) * remaining, entry)
-                            out.append(self._snapshot(account, close["symbol"], lid))
+                            out.append(self._snapshot(account, close["symbol"]))
                         if allocation["scope"] == "cross":
                             account.collateral_units = int(allocation["collateral_after"].replace(".", ""))
-                            out.append(self._balance(account, lid))
+                            out.append(self._balance(account))
+                        # the acknowledgement rides on the last event of the update: the engine
+                        # evaluates the account again on it, when the whole update is applied
+                        out[-1]["liquidation_id"] = lid
                         events.setdefault(account.account_id, []).extend(out)
                         self.acks += 1
                 if events:

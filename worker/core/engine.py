@@ -20,8 +20,8 @@ from .outputs import SCHEMA_VERSION, Output, Source, Trigger, allocation_event, 
 from .params import Params
 
 CROSS = "cross"
-ScopeKey = tuple[str, str]
-FUND_REQUEST_ITEMS = 200  # liquidations per `fund_request` message (≈ 1 KiB each)  # (account_id, scope): scope is "cross" or the isolated symbol
+ScopeKey = tuple[str, str]  # (account_id, scope): scope is "cross" or the isolated symbol
+FUND_REQUEST_ITEMS = 200  # liquidations per `fund_request` message (≈ 1 KiB each)
 
 
 def liquidation_id(account_id: str, scope: str, seq: int, n: int) -> str:
@@ -146,9 +146,6 @@ class CandidateIndex:
                     heapq.heapify(live)
                     heaps[symbol] = live
         self._entries = sum(len(h) for h in self._low.values())
-
-    def size(self) -> int:
-        return sum(len(h) for h in self._low.values())
 
 
 class Engine:
@@ -282,7 +279,7 @@ class Engine:
             account = self.accounts.get(account_id)
             if account is None:
                 continue
-            out.extend(self._evaluate(account, scope, trigger, tick.ts))
+            out.extend(self._evaluate_guarded(account, scope, trigger, tick.ts, source))
         out.extend(self._maybe_snapshot(tick))
         return out
 
@@ -330,7 +327,7 @@ class Engine:
             target = self.accounts.get(key[0])
             if target is not None:
                 self.counters["evaluations"] += 1
-                out.extend(self._evaluate(target, key[1], trigger, update.ts))
+                out.extend(self._evaluate_guarded(target, key[1], trigger, update.ts, source))
         return out
 
     # -------------------------------------------------------------- evaluation
@@ -356,14 +353,18 @@ class Engine:
     def _evaluate(self, account: AccountState, scope: str, trigger: Trigger, ts: int) -> list[Output]:
         key = (account.account_id, scope)
         pending = account.pending.get(scope)
+        timed_out = False
         if pending is not None:
             timeout = self.params.pending_timeout_ms
             if timeout == 0 or ts - pending.emitted_ts < timeout:
                 self.index.drop(key)
                 return []
-            del account.pending[scope]  # timed out: liquidate again (counted and alerted)
+            del account.pending[scope]  # timed out: evaluated again; a new liquidation is counted
             self.dirty.add(account.account_id)
-            self.counters["reliquidations"] += 1
+            self.counters["pending_timeouts"] += 1
+            timed_out = True
+        else:
+            timed_out = False
         found = self.scope_legs(account, scope)
         if found is None:
             self.index.drop(key)
@@ -393,11 +394,26 @@ class Engine:
             account.in_call.discard(scope)
             out.append(self._margin_call("margin_call_cleared", account, scope, state, current, trigger, ts))
         if current == "liquidatable":
-            out.extend(self._liquidate(account, scope, collateral, legs, trigger, ts))
+            out.extend(self._liquidate(account, scope, collateral, legs, trigger, ts, timed_out))
             self.index.drop(key)
         else:
             self._index_bands(key, state, legs)
         return out
+
+    def _evaluate_guarded(self, account: AccountState, scope: str, trigger: Trigger, ts: int,
+                          source: Source) -> list[Output]:
+        """One scope's failure (a bug: AccountingError, ...) must not take the others down: it is
+        dead-lettered and counted, and the scope is looked at again on its symbols' next tick."""
+        try:
+            return self._evaluate(account, scope, trigger, ts)
+        except Exception as exc:  # noqa: BLE001 - isolate, count, report; never swallow silently
+            self.counters["internal_error:evaluation"] += 1
+            key = (account.account_id, scope)
+            self.index.drop(key)
+            for symbol in self._scope_symbols(account, scope):
+                self.index.watch(key, symbol)
+            return [self.dead_letter(source, "internal_error",
+                                     f"evaluating {account.account_id}/{scope}: {type(exc).__name__}: {exc}"[:300])]
 
     def _guard(self, legs: list[Leg]) -> str | None:
         max_age = self.params.max_mark_age_ms
@@ -410,36 +426,49 @@ class Engine:
         return None
 
     def _liquidate(self, account: AccountState, scope: str, collateral: int, legs: list[Leg],
-                   trigger: Trigger, ts: int) -> list[Output]:
+                   trigger: Trigger, ts: int, timed_out: bool = False) -> list[Output]:
+        """Plan, render and only then record: an AccountingError leaves no state behind."""
         plan = plan_liquidation(collateral, legs, self.params)
         emitted = account.emitted.get(scope)
         n = emitted[1] if emitted is not None and emitted[0] == account.seq else 0
         lid = liquidation_id(account.account_id, scope, account.seq, n)
-        account.emitted[scope] = [account.seq, n + 1]
-        self.dirty.add(account.account_id)
-        if self.params.pending_timeout_ms:
-            heapq.heappush(self.expiries, (ts + self.params.pending_timeout_ms, (account.account_id, scope), lid))
-        self.counters["liquidations"] += 1
-        self.counters["bankruptcies" if plan.bankrupt else "solvent_liquidations"] += 1
         out: list[Output] = []
+        item = None
         if self.remote_settlement:
             if plan.insurance_fund_units or plan.bankrupt:
                 item = request_item(plan_to_dict(plan), lid=lid, account_id=account.account_id, scope=scope,
                                     ts=ts, trigger=trigger)
-                self._requests.append(item)
                 out.append(Output("insurance-requests", self.params.asset, fund_request([item])))
             if not plan.bankrupt:  # a solvent allocation does not depend on the fund
                 out.append(Output("liquidations", account.account_id, allocation_event(
                     self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope, ts=ts,
                     trigger=trigger, insurance_cover_units=0, socialized_loss_units=0)))
-            account.pending[scope] = Pending(lid, ts, [[o.topic, o.key, o.value] for o in out])
-            return [o for o in out if o.topic != "insurance-requests"]  # requests leave batched
-        cover, social, out = settle(self.params, self.fund, plan, lid, account.account_id, ts)
-        self.counters["socialized_loss_units"] += social
-        event = allocation_event(self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope,
-                                 ts=ts, trigger=trigger, insurance_cover_units=cover, socialized_loss_units=social)
-        out.append(Output("liquidations", account.account_id, event))
-        account.pending[scope] = Pending(lid, ts)
+            pending = Pending(lid, ts, [[o.topic, o.key, o.value] for o in out])
+            out = [o for o in out if o.topic != "insurance-requests"]  # requests leave batched
+        else:
+            balance_before = self.fund.balance_units
+            cover, social, out = settle(self.params, self.fund, plan, lid, account.account_id, ts)
+            try:
+                out.append(Output("liquidations", account.account_id, allocation_event(
+                    self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope, ts=ts,
+                    trigger=trigger, insurance_cover_units=cover, socialized_loss_units=social)))
+            except AssertionError:
+                self.fund.balance_units = balance_before
+                raise
+            self.counters["socialized_loss_units"] += social
+            pending = Pending(lid, ts)
+        # record: nothing above raised
+        if item is not None:
+            self._requests.append(item)
+        account.emitted[scope] = [account.seq, n + 1]
+        account.pending[scope] = pending
+        self.dirty.add(account.account_id)
+        if self.params.pending_timeout_ms:
+            heapq.heappush(self.expiries, (ts + self.params.pending_timeout_ms, (account.account_id, scope), lid))
+        self.counters["liquidations"] += 1
+        self.counters["bankruptcies" if plan.bankrupt else "solvent_liquidations"] += 1
+        if timed_out:
+            self.counters["reliquidations"] += 1
         return out
 
     def _flush_requests(self) -> list[Output]:
@@ -448,6 +477,9 @@ class Engine:
         if not self._requests:
             return []
         items, self._requests = self._requests, []
+        return self._fund_requests(items)
+
+    def _fund_requests(self, items: list[dict[str, Any]]) -> list[Output]:
         return [Output("insurance-requests", self.params.asset, fund_request(items[i:i + FUND_REQUEST_ITEMS]))
                 for i in range(0, len(items), FUND_REQUEST_ITEMS)]
 
@@ -463,9 +495,7 @@ class Engine:
                         items.extend(value["items"])
                     else:
                         out.append(Output(topic, key, value))
-        requests = [Output("insurance-requests", self.params.asset, fund_request(items[i:i + FUND_REQUEST_ITEMS]))
-                    for i in range(0, len(items), FUND_REQUEST_ITEMS)]
-        return requests + out
+        return self._fund_requests(items) + out
 
     def _margin_call(self, kind: str, account: AccountState, scope: str, state, current: str,
                      trigger: Trigger, ts: int) -> Output:

@@ -81,28 +81,43 @@ def request_item(plan_dict: dict[str, Any], *, lid: str, account_id: str, scope:
 
 class FundLedger:
     """The single writer of one asset's fund: applies each liquidation once (by id) and remembers
-    what it published, so a redelivered request re-publishes identical bytes."""
+    what it published, so a redelivered request re-publishes identical bytes.
 
-    def __init__(self, params: Params, balance_units: int | None = None,
-                 settled: dict[str, list[list[Any]]] | None = None) -> None:
+    ``settled`` maps a liquidation id to ``{"at": position, "outputs": [[topic, key, value], ...]}``;
+    ``position`` is where the item was applied ([offset, index] on the request topic). An item met
+    again at the same position is an interrupted attempt (the fund's balance record did not move
+    past it) and is applied afresh; met at another position it is a duplicate.
+    """
+
+    def __init__(self, params: Params, balance_units: int | None = None, settled: Any = None) -> None:
         self.params = params
         start = params.insurance_initial_units if balance_units is None else balance_units
         self.fund = InsuranceFund(start, params.insurance_floor_units)
-        self.settled: dict[str, list[list[Any]]] = settled if settled is not None else {}
+        self.settled: Any = settled if settled is not None else {}
 
-    def apply(self, item: dict[str, Any]) -> tuple[list[Output], bool]:
-        """Outputs for one request item, and whether the fund moved (False for a redelivery)."""
+    def stored_outputs(self, lid: str) -> list[Output] | None:
+        done = self.settled.get(lid)
+        return None if done is None else [Output(topic, key, value) for topic, key, value in done["outputs"]]
+
+    def apply(self, item: dict[str, Any], at: list[int] | None = None) -> tuple[list[Output], bool]:
+        """Outputs for one request item, and whether the fund moved (False for a duplicate)."""
         lid = item["liquidation_id"]
         done = self.settled.get(lid)
-        if done is not None:
-            return [Output(topic, key, value) for topic, key, value in done], False
+        if done is not None and (at is None or done["at"] != at):
+            return [Output(topic, key, value) for topic, key, value in done["outputs"]], False
         plan = plan_from_dict(item["plan"])
+        source, symbol, seq, price = item["trigger"]
+        balance_before = self.fund.balance_units
         cover, social, out = settle(self.params, self.fund, plan, lid, item["account_id"], item["ts"])
-        if plan.bankrupt:  # the allocation depends on the cover: published after the fund entries
-            source, symbol, seq, price = item["trigger"]
-            event = allocation_event(self.params, plan, liquidation_id=lid, account_id=item["account_id"],
-                                     scope=item["scope"], ts=item["ts"], trigger=Trigger(source, symbol, seq, price),
-                                     insurance_cover_units=cover, socialized_loss_units=social)
-            out.append(Output("liquidations", item["account_id"], event))
-        self.settled[lid] = [[o.topic, o.key, o.value] for o in out]
+        try:
+            if plan.bankrupt:  # the allocation depends on the cover: published after the fund entries
+                event = allocation_event(self.params, plan, liquidation_id=lid, account_id=item["account_id"],
+                                         scope=item["scope"], ts=item["ts"],
+                                         trigger=Trigger(source, symbol, seq, price),
+                                         insurance_cover_units=cover, socialized_loss_units=social)
+                out.append(Output("liquidations", item["account_id"], event))
+        except AssertionError:
+            self.fund.balance_units = balance_before  # nothing recorded for a plan that does not balance
+            raise
+        self.settled[lid] = {"at": at, "outputs": [[o.topic, o.key, o.value] for o in out]}
         return out, True

@@ -198,10 +198,17 @@ def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index
     size = None if source.value is None else len(source.value)
     truncated = size is not None and size > MAX_DEAD_LETTER_VALUE_BYTES
     if index is None:
-        raw = source.value[:MAX_DEAD_LETTER_VALUE_BYTES] if truncated else source.value
+        raw = source.value
+        if truncated and raw is not None:
+            raw = raw[:MAX_DEAD_LETTER_VALUE_BYTES]
+            for cut in range(4):  # the cut may split a UTF-8 character: drop up to 3 trailing bytes
+                try:
+                    raw[: len(raw) - cut].decode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+                raw = raw[: len(raw) - cut]
+                break
         value, value_encoding = encode_verbatim(raw)
-        if truncated and value_encoding == "utf-8" and raw is not None:  # a cut may split a character
-            value, value_encoding = encode_verbatim(raw[: len(raw.decode("utf-8", "ignore").encode())])
     else:  # one bad element of a batch: the element itself, as JSON
         value, value_encoding, truncated = element, "json", False
     return {
