@@ -6,11 +6,9 @@ Each worker serves them at `/metrics` on its own web port.
 """
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 EVALUATION_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000, 25000)
@@ -101,8 +99,7 @@ class WorkerMetrics:
         self.pending.set(sum(len(a.pending) for a in engine.accounts.values()))
         self.margin_call.set(sum(len(a.in_call) for a in engine.accounts.values()))
         self.owned.set(len(runtime.owned))
-        for name, child in (("reliquidations", self.reliquidations),):
-            self._mirror(name, engine.counters.get(name, 0), child)
+        self._mirror("reliquidations", engine.counters.get("reliquidations", 0), self.reliquidations)
         for key, count in engine.counters.items():
             if key.startswith("guard_trip:"):
                 self._mirror(key, count, self.guard_trips.labels(key.split(":", 1)[1]))
@@ -140,4 +137,4 @@ def install(app: Any, runtime: Any) -> WorkerMetrics:
     return metrics
 
 
-__all__ = ["WorkerMetrics", "install", "METRIC_NAMES", "CONTENT_TYPE_LATEST", "time"]
+__all__ = ["WorkerMetrics", "install", "METRIC_NAMES"]

@@ -16,7 +16,6 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 log = logging.getLogger(__name__)
-_PATCHED = False
 
 
 async def true_end_offsets(consumer_kwargs: dict[str, Any], tps: Iterable[Any], timeout_s: float = 10.0) -> dict:
@@ -59,7 +58,6 @@ async def true_end_offsets(consumer_kwargs: dict[str, Any], tps: Iterable[Any], 
 
 def patch_recovery_highwaters(consumer_kwargs: dict[str, Any]) -> None:
     """Make Faust's recovery read changelogs to their true end."""
-    global _PATCHED
     from faust.tables import recovery
 
     async def _build_highwaters(self, consumer, tps, destination, title):  # noqa: ANN001
@@ -70,7 +68,6 @@ def patch_recovery_highwaters(consumer_kwargs: dict[str, Any]) -> None:
         destination.update(highwaters)
 
     recovery.Recovery._build_highwaters = _build_highwaters
-    _PATCHED = True
 
 
 async def flush_now(producer: Any) -> None:
