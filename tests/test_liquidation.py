@@ -25,7 +25,7 @@ def test_penalty_is_capped_at_the_liquidation_value_left_after_the_close():
     driver.mark("BTC-PERP", "19050.0", T + 1, 2)
     [event] = driver.liquidations()
     assert event["closes"][0]["penalty"] == "50.000000"
-    assert event["totals"] | {} == {
+    assert event["totals"] == {
         "penalty": "50.000000", "liquidator": "25.000000", "insurance_fund": "25.000000", "protocol": "0.000000",
         "shortfall": "0.000000", "insurance_cover": "0.000000", "socialized_loss": "0.000000"}
     assert event["collateral_after"] == "0.000000"
