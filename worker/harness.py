@@ -34,9 +34,9 @@ def worker_env(bootstrap: str, params: str, *, app_id: str, web_port: int, parti
 
 
 def start_worker(env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    log = open(log_path, "ab")
-    return subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
@@ -132,6 +132,13 @@ def fetch_stats(port: int) -> dict[str, Any] | None:
         return None
 
 
+def consumed(web_ports: list[int]) -> tuple[list[int], int]:
+    """Mark messages read by each worker (each reads all), and positions messages read by all."""
+    stats = [fetch_stats(port) or {"counters": {}} for port in web_ports]
+    return ([s["counters"].get("messages:mark-prices", 0) for s in stats],
+            sum(s["counters"].get("messages:positions", 0) for s in stats))
+
+
 async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.02) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -143,16 +150,17 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, i
 async def feed_phase(bootstrap: str, records: list[tuple[str, bytes | None, bytes]], web_ports: list[int],
                      prefix: str = "", timeout_s: float = 120.0) -> None:
     """Produce a phase at once, then wait until the workers consumed all of it."""
-    def totals() -> tuple[list[int], int]:
-        stats = [fetch_stats(port) or {"counters": {}} for port in web_ports]
-        return ([s["counters"].get("messages:mark-prices", 0) for s in stats],
-                sum(s["counters"].get("messages:positions", 0) for s in stats))
-    marks_before, positions_before = totals()
+    marks_before, positions_before = consumed(web_ports)
     marks = sum(1 for topic, _, _ in records if topic == prefix + "mark-prices")
     positions = len(records) - marks
     await produce(bootstrap, records)
-    await wait_for(lambda: all(m >= b + marks for m, b in zip(totals()[0], marks_before))
-                   and totals()[1] >= positions_before + positions, timeout_s, "phase consumed", interval_s=0.1)
+
+    def done() -> bool:
+        mark_counts, position_count = consumed(web_ports)
+        return (all(m >= b + marks for m, b in zip(mark_counts, marks_before))
+                and position_count >= positions_before + positions)
+
+    await wait_for(done, timeout_s, "phase consumed", interval_s=0.1)
 
 
 async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, bytes]], web_ports: list[int],
@@ -163,20 +171,15 @@ async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, b
     await producer.start()
     marks = positions = 0
 
-    def seen() -> tuple[list[int], int]:
-        stats = [fetch_stats(port) or {"counters": {}} for port in web_ports]
-        mark_counts = [s["counters"].get("messages:mark-prices", 0) for s in stats]
-        return mark_counts, sum(s["counters"].get("messages:positions", 0) for s in stats)
-
     try:
         for topic, key, value in records:
             await producer.send_and_wait(topic, value, key=key)
             if topic == prefix + "mark-prices":
                 marks += 1
-                await wait_for(lambda: min(seen()[0]) >= marks, timeout_s, f"mark message {marks}")
+                await wait_for(lambda: min(consumed(web_ports)[0]) >= marks, timeout_s, f"mark message {marks}")
             else:
                 positions += 1
-                await wait_for(lambda: seen()[1] >= positions, timeout_s, f"positions message {positions}")
+                await wait_for(lambda: consumed(web_ports)[1] >= positions, timeout_s, f"positions message {positions}")
     finally:
         await producer.stop()
 
