@@ -88,8 +88,13 @@ def test_a_plan_survives_its_json_form_unchanged():
     for item in items:
         plan = plan_from_dict(item["plan"])
         reference = dataclasses.asdict(plan)
-        reference["closes"] = list(reference["closes"])  # a tuple in the dataclass, an array in JSON
+        # a tuple in the dataclass, an array in JSON; amounts (*_units) as integer strings, since a
+        # product of bounded inputs may exceed the 64-bit integers of JSON encoders
+        reference["closes"] = [{k: str(v) if k.endswith("_units") else v for k, v in c.items()}
+                               for c in reference["closes"]]
+        reference.update({k: str(v) for k, v in reference.items() if k.endswith("_units")})
         assert plan_to_dict(plan) == item["plan"] == reference
+        assert plan_from_dict(reference) == plan
 
 
 def test_an_interrupted_attempt_is_applied_again_at_its_position_and_a_duplicate_elsewhere_is_not():

@@ -168,8 +168,9 @@ def test_input_schemas_name_every_field_the_decoder_reads():
 
 def test_dead_letter_error_codes_are_exactly_the_codes_the_code_raises():
     text = "".join(source(p) for p in ("worker/core/inputs.py", "worker/core/fixed.py", "worker/core/engine.py",
-                                       "worker/replay.py", "topics/codec.py"))
+                                       "worker/replay.py", "topics/codec.py", "worker/core/outputs.py"))
     raised = set(re.findall(r'(?:BadInput|DecodeError|DecimalFormatError)\(\s*"([a-z0-9_]+)"', text))
+    raised |= set(re.findall(r'dead_letter_event\([^()]*code="([a-z0-9_]+)"', text))
     raised |= set(re.findall(r'dead_letter\((?:Source\([^()]*\)|[^,()]+),\s*"([a-z0-9_]+)"', text))
     assert {"stale_seq", "unknown_topic", "wrong_partition", "not_utf8"} <= raised  # the scan works
     enum = load_schema("dead_letter")["properties"]["error"]["properties"]["code"]["enum"]
@@ -487,7 +488,7 @@ REJECTED = [
     ("dead_letter: unknown error code", "dead_letter", ("error", "code"), "oops"),
     ("dead_letter: key null with utf-8 encoding", "dead_letter", ("key",), None),
     ("dead_letter: value not a string for utf-8", "dead_letter", ("value",), {"symbol": "BTC-PERP"}),
-    ("dead_letter: index with a verbatim value", "dead_letter", ("source", "index"), 0),
+    ("dead_letter: negative index", "dead_letter", ("source", "index"), -1),
     ("dead_letter: missing source offset", "dead_letter", ("source", "offset"), MISSING),
     ("dead_letter: base64 key that is not base64", "dead_letter", ("key_encoding",), "base64"),
     ("dead_letter: json element without its index", "dead_letter_json", ("source", "index"), None),

@@ -8,6 +8,15 @@ import orjson
 MAX_MESSAGE_BYTES = 1_048_576  # larger input messages are dead-lettered as "oversized"
 
 
+# An output (key + value) larger than this is not sent: the producer's max_request_size is
+# 1 000 000 bytes (Faust's default) and a record carries some framing besides key and value.
+MAX_OUTPUT_BYTES = 900_000
+
+
+class EncodeError(ValueError):
+    """Content that can never be sent (not encodable, or too large): not a transient fault."""
+
+
 class DecodeError(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -33,6 +42,19 @@ def decode(raw: bytes | None) -> Any:
 def encode(value: Any) -> bytes:
     """JSON bytes, keys in insertion order (byte-identical for equal inputs)."""
     return orjson.dumps(value)
+
+
+def encode_bounded(value: Any, key: bytes | None = None, limit: int = MAX_OUTPUT_BYTES) -> bytes:
+    """``encode`` for outputs: raises EncodeError when the value cannot be encoded (integers beyond
+    64 bits, nesting beyond orjson's limit, a non-JSON type) or key + value exceed ``limit``."""
+    try:
+        data = orjson.dumps(value)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise EncodeError(f"cannot encode: {exc}"[:200]) from None
+    size = len(data) + (len(key) if key else 0)
+    if size > limit:
+        raise EncodeError(f"{size} bytes exceed the {limit}-byte output limit")
+    return data
 
 
 def encode_key(key: str | None) -> bytes | None:

@@ -9,6 +9,7 @@ from topics.codec import DecodeError, decode, encode
 from .core.engine import Engine
 from .core.outputs import Output, Source
 from .core.params import Params
+from .wire import encode_output
 
 INPUT_TOPICS = ("mark-prices", "positions")
 
@@ -16,7 +17,16 @@ INPUT_TOPICS = ("mark-prices", "positions")
 def _key_bytes(key: object) -> bytes | None:
     if key is None:
         return None
-    return key.encode("utf-8") if isinstance(key, str) else encode(key)
+    return key.encode("utf-8") if isinstance(key, str) else _reencoded(key, b"")
+
+
+def _reencoded(value: object, fallback: bytes) -> bytes:
+    """The bytes a producer would have sent for ``value``; ``fallback`` when no encoder writes it
+    (nesting beyond orjson's limit): the dead letter then carries those bytes instead."""
+    try:
+        return encode(value)
+    except TypeError:
+        return fallback
 
 
 def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
@@ -36,7 +46,7 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
                                      "a line must be {\"topic\": \"mark-prices\"|\"positions\", \"key\", \"value\"}")
             continue
         topic, value = record["topic"], record["value"]
-        source = Source(topic, 0, offset, _key_bytes(record.get("key")), encode(value))
+        source = Source(topic, 0, offset, _key_bytes(record.get("key")), _reencoded(value, line))
         if topic == "mark-prices":
             yield from engine.process_mark(value, source)
         else:
@@ -51,7 +61,8 @@ def run_replay(input_stream: BinaryIO, output_stream: BinaryIO, params: Params) 
     engine = Engine(params)
     write = output_stream.write
     for output in replay_lines(input_stream, engine):
-        write(format_output(output))
+        sent, _, _ = encode_output(engine, output)  # what streaming would publish for it
+        write(format_output(sent))
     return engine
 
 

@@ -16,7 +16,8 @@ from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_ma
 from .fund import InsuranceFund, request_item, settle
 from .liquidation import plan_liquidation, plan_to_dict
 from .margin import Leg, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
-from .outputs import SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event
+from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event,
+                      unpublishable_stub)
 from .params import Params
 
 CROSS = "cross"
@@ -248,6 +249,12 @@ class Engine:
         event = dead_letter_event(ts=self.newest_ts, source=source, code=code, message=message,
                                   index=index, element=element)
         return Output("dead-letters", source.topic, event)
+
+    def unpublishable(self, output: Output, reason: str) -> Output:
+        """The stub dead letter that replaces an output no encoder or message can carry."""
+        self.counters["dead_letter:unpublishable_output"] += 1
+        event = unpublishable_stub(ts=self.newest_ts, topic=output.topic, key=output.key, reason=reason)
+        return Output("dead-letters", output.topic, event)
 
     # ------------------------------------------------------------ mark ticks
     def apply_mark(self, tick: MarkTick, source: Source, index: int | None = None, element: Any = None) -> list[Output]:

@@ -8,9 +8,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .fixed import DecimalFormatError, parse_decimal
+from .margin import value_ceil
 from .params import Params
 
 MAX_ACCOUNT_ID_CHARS = 128
+# Bounds a risk team expects (docs/methodology.md, "Bounds"): every price, size and amount at its
+# scale, and a position's notional at its entry price, below 10^18 units. 10^18 < 2^63, so
+# every integer the state and the outputs hold fits the 64-bit integers of any JSON encoder;
+# larger values are refused as `out_of_range`. (At 6 quote decimals 10^18 units = 10^12 USD.)
+MAX_UNITS = 10**18 - 1
+MAX_NOTIONAL_UNITS = 10**18 - 1
 
 
 class BadInput(ValueError):
@@ -75,9 +82,12 @@ def _str_field(event: dict, field: str, max_chars: int = MAX_ACCOUNT_ID_CHARS) -
 
 def _decimal_field(event: dict, field: str, decimals: int, rounding: str = "exact") -> int:
     try:
-        return parse_decimal(_require(event, field), decimals, rounding)
+        units = parse_decimal(_require(event, field), decimals, rounding)
     except DecimalFormatError as exc:
         raise BadInput(exc.code, f"{field!r}: {exc}") from None
+    if not -MAX_UNITS <= units <= MAX_UNITS:
+        raise BadInput("out_of_range", f"{field!r} is beyond 10^18 units at its scale")
+    return units
 
 
 def _optional_id(event: dict) -> str | None:
@@ -120,6 +130,9 @@ def decode_position_event(event: object, params: Params) -> PositionUpdate | Bal
         entry_ticks = _decimal_field(event, "entry_price", sym.price_decimals)
         if entry_ticks < 0 or (size_lots != 0 and entry_ticks == 0):
             raise BadInput("non_positive_price", "'entry_price' must be positive for an open position")
+        # N = ceil(|q| · E) in quote units (SPEC §3), bounded like every amount
+        if value_ceil(sym, abs(size_lots), entry_ticks) > MAX_NOTIONAL_UNITS:
+            raise BadInput("out_of_range", "the position's notional at its entry price is beyond 10^18 quote units")
         mode = event.get("margin_mode", "cross")
         if mode not in ("cross", "isolated"):
             raise BadInput("bad_value", "'margin_mode' must be 'cross' or 'isolated'")

@@ -247,14 +247,25 @@ _CLOSE_FIELDS = tuple(Close.__dataclass_fields__)
 
 
 def plan_to_dict(plan: LiquidationPlan) -> dict[str, Any]:
-    """Plain-JSON form of a plan (ints, bools, lists) for the fund agent's request topic.
+    """Plain-JSON form of a plan for the fund agent's request topic (and the pending state).
+    Amounts (``*_units``) are written as integer strings: a product of bounded prices and sizes
+    may exceed the 64-bit integers a JSON encoder writes. Prices, sizes and rates are bounded
+    inputs (or ppm) and stay integers.
     (Written out: ``dataclasses.asdict`` deep-copies and cost 60 % of a cascade.)"""
-    data: dict[str, Any] = {name: getattr(plan, name) for name in _PLAN_FIELDS}
-    data["closes"] = [{name: getattr(close, name) for name in _CLOSE_FIELDS} for close in plan.closes]
+    data: dict[str, Any] = {name: _wire(name, getattr(plan, name)) for name in _PLAN_FIELDS}
+    data["closes"] = [{name: _wire(name, getattr(close, name)) for name in _CLOSE_FIELDS} for close in plan.closes]
     return data
 
 
 def plan_from_dict(data: dict[str, Any]) -> LiquidationPlan:
-    fields = dict(data)
-    fields["closes"] = tuple(Close(**close) for close in data["closes"])
-    return LiquidationPlan(**fields)
+    fields = {name: _unwire(name, value) for name, value in data.items() if name != "closes"}
+    closes = tuple(Close(**{name: _unwire(name, value) for name, value in close.items()}) for close in data["closes"])
+    return LiquidationPlan(closes=closes, **fields)
+
+
+def _wire(name: str, value: Any) -> Any:
+    return str(value) if name.endswith("_units") else value
+
+
+def _unwire(name: str, value: Any) -> Any:
+    return int(value) if name.endswith("_units") else value

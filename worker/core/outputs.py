@@ -14,6 +14,12 @@ from .params import Params
 
 SCHEMA_VERSION = 1
 MAX_DEAD_LETTER_VALUE_BYTES = 65_536  # a dead letter keeps at most this much of the original value
+MAX_DEAD_LETTER_KEY_BYTES = 1_024  # ... and of the original key
+MAX_DEAD_LETTER_DEPTH = 32  # a batch element nested deeper is not copied as JSON
+MAX_DEAD_LETTER_MESSAGE_CHARS = 300
+# A reported ratio (not an amount) saturates at ±(10^18 − 1) ppm, i.e. ±10^12×: it stays a 64-bit
+# integer on the wire whatever the equity (an account far beyond its maintenance either way).
+RATIO_LIMIT_PPM = 10**18 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +171,7 @@ def margin_call_event(params: Params, *, kind: str, ts: int, account_id: str, sc
         "equity": format_units(equity_units, q),
         "maintenance": format_units(maintenance_units, q),
         "call_level": format_units(call_level_units, q),
-        "ratio_ppm": ratio_ppm,
+        "ratio_ppm": None if ratio_ppm is None else max(-RATIO_LIMIT_PPM, min(RATIO_LIMIT_PPM, ratio_ppm)),
         "params_version": params.params_version,
         "trigger": trigger_dict(trigger, params),
     }
@@ -192,25 +198,94 @@ class Source:
     value: bytes | None
 
 
+def _truncate_utf8(raw: bytes, limit: int) -> bytes:
+    """The first ``limit`` bytes, cut back to a UTF-8 character boundary when they are UTF-8."""
+    raw = raw[:limit]
+    for cut in range(4):  # the cut may split a UTF-8 character: drop up to 3 trailing bytes
+        try:
+            raw[: len(raw) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return raw[: len(raw) - cut]
+    return raw
+
+
+def copy_refusal(value: Any, max_depth: int = MAX_DEAD_LETTER_DEPTH,
+                 max_bytes: int = MAX_DEAD_LETTER_VALUE_BYTES) -> str | None:
+    """Why ``value`` (decoded JSON) cannot be copied into a dead letter as JSON, or None.
+
+    Every JSON encoder has limits the decoder does not share (orjson: nesting ≤ 254, integers in
+    [−2^63, 2^64)); a dead letter also has to fit in a message. So a copy is refused beyond
+    ``max_depth`` levels, beyond an estimated ``max_bytes`` of JSON (strings counted at their UTF-8
+    length, up to 6× for escapes is still far below a message), for integers outside 64 bits, and
+    for anything that is not a JSON type. The walk stops at the first refusal (bounded work).
+    """
+    budget = max_bytes
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > max_depth:
+            return "depth"
+        if isinstance(item, str):
+            if item.isascii():
+                budget -= len(item) + 2
+            else:
+                try:
+                    budget -= len(item.encode("utf-8")) + 2
+                except UnicodeEncodeError:  # a lone surrogate: no encoder writes it as UTF-8
+                    return "string"
+        elif isinstance(item, bool) or item is None:
+            budget -= 5
+        elif isinstance(item, int):
+            if not -(2**63) <= item < 2**64:
+                return "integer_range"
+            budget -= 21
+        elif isinstance(item, float):
+            budget -= 25
+        elif isinstance(item, list):
+            budget -= 2 + len(item)
+            stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, dict):
+            budget -= 2 + 2 * len(item)
+            for key, child in item.items():
+                if not isinstance(key, str):
+                    return "type"
+                stack.append((key, depth + 1))
+                stack.append((child, depth + 1))
+        else:
+            return "type"
+        if budget < 0:
+            return "size"
+    return None
+
+
 def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index: int | None = None,
                       element: Any = None) -> dict[str, Any]:
-    key, key_encoding = encode_verbatim(source.key)
+    """A dead letter, bounded by construction (SPEC §8): the key at most MAX_DEAD_LETTER_KEY_BYTES,
+    the value at most MAX_DEAD_LETTER_VALUE_BYTES, a batch element copied as JSON only when
+    ``copy_refusal`` accepts it (else the message's raw bytes, truncated, stand for it), the
+    message at most MAX_DEAD_LETTER_MESSAGE_CHARS plus what was cut or not copied."""
+    notes = []
+    raw_key = source.key
+    if raw_key is not None and len(raw_key) > MAX_DEAD_LETTER_KEY_BYTES:
+        notes.append(f"key of {len(raw_key)} bytes truncated")
+        raw_key = _truncate_utf8(raw_key, MAX_DEAD_LETTER_KEY_BYTES)
+    key, key_encoding = encode_verbatim(raw_key)
     size = None if source.value is None else len(source.value)
-    truncated = size is not None and size > MAX_DEAD_LETTER_VALUE_BYTES
-    if index is None:
+    refusal = None if index is None else copy_refusal(element)
+    if index is None or refusal is not None:
         raw = source.value
+        truncated = size is not None and size > MAX_DEAD_LETTER_VALUE_BYTES
         if truncated and raw is not None:
-            raw = raw[:MAX_DEAD_LETTER_VALUE_BYTES]
-            for cut in range(4):  # the cut may split a UTF-8 character: drop up to 3 trailing bytes
-                try:
-                    raw[: len(raw) - cut].decode("utf-8")
-                except UnicodeDecodeError:
-                    continue
-                raw = raw[: len(raw) - cut]
-                break
+            raw = _truncate_utf8(raw, MAX_DEAD_LETTER_VALUE_BYTES)
         value, value_encoding = encode_verbatim(raw)
+        if refusal is not None:
+            notes.append(f"element not copied ({refusal}): value is the whole message")
     else:  # one bad element of a batch: the element itself, as JSON
         value, value_encoding, truncated = element, "json", False
+    text = message[:MAX_DEAD_LETTER_MESSAGE_CHARS]
+    if notes:
+        text += " [" + "; ".join(notes) + "]"
     return {
         "type": "dead_letter",
         "schema_version": SCHEMA_VERSION,
@@ -222,5 +297,13 @@ def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index
         "value_encoding": value_encoding,
         "value_size": size,
         "value_truncated": truncated,
-        "error": {"code": code, "message": message},
+        "error": {"code": code, "message": text},
     }
+
+
+def unpublishable_stub(*, ts: int, topic: str, key: str, reason: str) -> dict[str, Any]:
+    """What replaces an output that cannot be encoded or does not fit in a message: a small dead
+    letter naming the output's topic and key and why (code ``unpublishable_output``). Never
+    retried: such content would fail on every attempt."""
+    source = Source(topic, None, None, key.encode("utf-8", "replace"), None)
+    return dead_letter_event(ts=ts, source=source, code="unpublishable_output", message=reason)
