@@ -19,6 +19,7 @@ from topics.schemas import validate_event
 from worker.broker import EmbeddedBroker, create_topics
 from worker.core.engine import Engine
 from worker.core.params import parse_params
+from worker.hostile import AFTER, CORPUS, SETUP
 from worker.harness import WorkerGroup, feed_lockstep, feed_phase, produce, read_topics, scenario_records
 from worker.replay import replay_lines
 
@@ -164,45 +165,31 @@ def sorted_by_first_seen(unique: list[dict], entries: list[dict]) -> list[dict]:
     return sorted(unique, key=lambda e: order[(e["liquidation_id"], e["reason"])])
 
 
-HOSTILE = [
-    # (topic, key, raw value, expected dead-letter code)
-    ("positions", b"a", b'{"type":"balance","account_id":"a","asset":"USD","collateral":"10', "decode_error"),
-    ("positions", b"a", orjson.dumps(position("a", "BTC-PERP", 1.5, "20000.0", 3, 2)), "wrong_type"),
-    ("positions", b"a", b'{"type":"position","account_id":"a","symbol":"BTC-PERP","size":NaN}', "decode_error"),
-    ("mark-prices", b"BTC-PERP", orjson.dumps(mark("BTC-PERP", "-20000.0", 3, 5)), "non_positive_price"),
-    ("mark-prices", b"BTC-PERP", orjson.dumps(mark("BTC-PERP", "NaN", 3, 6)), "bad_decimal"),
-    ("positions", b"a", orjson.dumps(position("a", "BTC-PERP", "1.0001", "20000.0", 3, 2)), "too_many_decimals"),
-    ("positions", b"a", orjson.dumps(position("a", "DOGE-PERP", "1", "1", 3, 2)), "unknown_symbol"),
-    ("mark-prices", b"DOGE", orjson.dumps(mark("DOGE-PERP", "1.0", 3, 1)), "unknown_symbol"),
-    ("positions", b"a", orjson.dumps({"type": "withdrawal", "account_id": "a", "seq": 3, "ts": 2}), "unknown_type"),
-    ("positions", b"a", orjson.dumps(balance("a", "999999", 1, 2)), "stale_seq"),
-    ("positions", b"a", b'{"pad":"' + b"x" * 1_100_000 + b'"}', "oversized"),
-    ("positions", b"a", b"\xff\xfe\x00garbage", "not_utf8"),
-]
-
-
-def test_hostile_input_is_dead_lettered_and_valid_events_keep_flowing(broker, prefix, tmp_path):
+def test_the_whole_hostile_corpus_against_a_live_worker(broker, prefix, tmp_path):
+    """Each message of worker/hostile.py (decode errors, shapes, values, bounds, batches whose bad
+    element no encoder copies, a 100 KiB key, a stale seq) becomes one published dead letter with
+    its code; the worker stays up, never retries a publish, and the valid tick after them all
+    still liquidates."""
     params_path = EXAMPLES / "params.toml"
-    good_before = [("mark-prices", b"BTC-PERP", orjson.dumps(mark("BTC-PERP", "20000.0", 1, 1))),
-                   ("positions", b"a", orjson.dumps([balance("a", "1000", 1, 2),
-                                                     position("a", "BTC-PERP", "1.000", "20000.0", 2, 2)]))]
-    good_after = [("mark-prices", b"BTC-PERP", orjson.dumps(mark("BTC-PERP", "18000.0", 4, 9)))]
-    records = [(prefix + t, k, v) for t, k, v in good_before]
-    for topic, key, value, _ in HOSTILE:
-        records.append((prefix + topic, key, value))
-    records += [(prefix + t, k, v) for t, k, v in good_after]
+    records = [(prefix + t, k, v) for t, k, v in SETUP]
+    records += [(prefix + h.topic, h.key, h.value) for h in CORPUS]
+    records.append((prefix + AFTER[0], AFTER[1], AFTER[2]))
     with WorkerGroup(broker.bootstrap, params_path, app_id=prefix + "w", prefix=prefix, log_dir=tmp_path) as group:
         group.start(1)
         asyncio.run(group.wait_ready())
         asyncio.run(produce(broker.bootstrap, records, max_request_size=4_000_000))
-        found = read(broker, prefix, lambda f: len(f["dead-letters"]) >= len(HOSTILE) and f["liquidations"])
+        found = read(broker, prefix, lambda f: len(f["dead-letters"]) >= len(CORPUS) and f["liquidations"])
         counters = group.stats()[0]["counters"]
+        assert group.alive() == [0]
         assert group.recovery_errors() == []
     codes = sorted(json.loads(v)["error"]["code"] for _, v in found["dead-letters"])
-    assert codes == sorted(code for *_, code in HOSTILE)
+    assert codes == sorted(h.code for h in CORPUS)
     for code in set(codes):
         assert counters[f"dead_letter:{code}"] == codes.count(code)
+    assert counters.get("publish_retries", 0) == 0 and counters.get("dead_letter:unpublishable_output", 0) == 0
+    for _, value in found["dead-letters"]:
+        validate_event(json.loads(value))
     [liquidation] = [json.loads(v) for _, v in found["liquidations"]]
     assert liquidation["account_id"] == "a"  # the valid events around the garbage were applied
-    not_utf8 = [json.loads(v) for _, v in found["dead-letters"] if json.loads(v)["error"]["code"] == "not_utf8"]
-    assert not_utf8[0]["value_encoding"] == "base64"
+    [not_utf8] = [json.loads(v) for _, v in found["dead-letters"] if json.loads(v)["error"]["code"] == "not_utf8"]
+    assert not_utf8["value_encoding"] == "base64"
