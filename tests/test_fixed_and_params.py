@@ -99,8 +99,14 @@ def test_params_version_is_the_first_16_hex_digits_of_the_file_sha256():
         pytest.param({"btc_penalty": '{model = "linear", min_ppm = 0}'}, "symbols.BTC-PERP.penalty.model",
                      id="an unknown penalty model is named"),
         pytest.param({"mode": "half"}, "liquidation.mode", id="an unknown liquidation mode is named"),
-        pytest.param({"initial_balance": "10", "floor": "20"}, "insurance_fund.floor",
-                     id="a fund starting below its floor is refused"),
+        pytest.param({"floor": "20", "extra": '[loss_sharing]\nrepay_above = "19.999999"'},
+                     "loss_sharing.repay_above", id="repay_above below the fund's floor is refused"),
+        pytest.param({"extra": '[loss_sharing]\nmode = "adl"'}, "loss_sharing.mode",
+                     id="an unknown loss-sharing mode is named"),
+        pytest.param({"extra": '[loss_sharing]\nround_interval_ms = -1'}, "loss_sharing.round_interval_ms",
+                     id="a negative round interval is named"),
+        pytest.param({"extra": '[loss_sharing]\nrepay_at = "1"'}, "loss_sharing.repay_at",
+                     id="an unknown loss-sharing key is named"),
         pytest.param({"btc_min_notional": "1.0000001"}, "symbols.BTC-PERP.min_notional",
                      id="an amount with more decimals than the settlement scale is refused"),
         pytest.param({"extra": "[symbols.SOL-PERP]\nprice_decimals = 2\nsize_decimals = 1\nbrackets = [{mmr_ppm = 5000}]\nleverage = 3"},
@@ -111,6 +117,15 @@ def test_params_refused_with_the_key_named(overrides, named_key):
     with pytest.raises(ParamsError) as caught:
         parse_params(params_toml(**overrides).encode())
     assert str(caught.value).startswith(named_key)
+
+
+def test_a_fund_may_start_below_its_floor_and_repay_above_may_equal_it():
+    params = make_params(initial_balance="10", floor="20",
+                         extra='[loss_sharing]\nmode = "haircut"\nrepay_above = "20"\nround_interval_ms = 0')
+    assert (params.insurance_initial_units, params.insurance_floor_units) == (10_000_000, 20_000_000)
+    assert (params.loss_sharing_mode, params.repay_above_units, params.round_interval_ms) == ("haircut", 20_000_000, 0)
+    default = make_params()
+    assert (default.loss_sharing_mode, default.repay_above_units, default.round_interval_ms) == ("record", None, 1000)
 
 
 def test_full_mode_accepts_a_penalty_partial_mode_refuses():

@@ -13,12 +13,13 @@ from typing import Any, Callable, Iterable
 
 from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
-from .fund import InsuranceFund, request_item, settle
+from .fund import InsuranceFund, record_deficits, request_item, settle
 from .liquidation import plan_liquidation, plan_to_dict
 from .margin import Leg, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
 from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event,
                       unpublishable_stub)
 from .params import Params
+from .sharing import DeficitBook, rounds_due, run_rounds_locally
 
 CROSS = "cross"
 ScopeKey = tuple[str, str]  # (account_id, scope): scope is "cross" or the isolated symbol
@@ -55,6 +56,7 @@ class AccountState:
     pending: dict[str, Pending] = field(default_factory=dict)  # scope → pending liquidation
     emitted: dict[str, list[int]] = field(default_factory=dict)  # scope → [seq, n emitted at that seq]
     in_call: set[str] = field(default_factory=set)  # scopes in the margin-call zone
+    claim_units: int = 0  # outstanding loss-sharing claim: Σ haircuts − Σ repayments (SPEC §5.2)
 
     def scopes(self) -> list[str]:
         """Evaluation order: cross first, then isolated positions by symbol."""
@@ -71,6 +73,7 @@ class AccountState:
             "pending": {s: [p.liquidation_id, p.emitted_ts, p.outputs] for s, p in self.pending.items()},
             "emitted": {s: list(v) for s, v in self.emitted.items()},
             "in_call": sorted(self.in_call),
+            "claim": str(self.claim_units),  # a string: a sum of haircuts is not bounded by 64 bits
         }
 
     @classmethod
@@ -83,6 +86,7 @@ class AccountState:
             pending={s: Pending(*v) for s, v in data["pending"].items()},
             emitted={s: list(v) for s, v in data["emitted"].items()},
             in_call=set(data["in_call"]),
+            claim_units=int(data.get("claim", "0")),
         )
 
 
@@ -165,6 +169,8 @@ class Engine:
         self.accounts: dict[str, AccountState] = accounts if accounts is not None else {}
         self.marks: dict[str, MarkState] = {}
         self.fund = fund or InsuranceFund(params.insurance_initial_units, params.insurance_floor_units)
+        self.deficits = DeficitBook()  # replay: loss sharing runs here (streaming: in the fund's coordinator)
+        self.claims_units = sum(a.claim_units for a in self.accounts.values())  # Σ claims outstanding
         self.index = CandidateIndex()
         self.expiries: list[tuple[int, ScopeKey, str]] = []  # (expiry ts, key, liquidation_id)
         self.newest_ts = 0
@@ -263,6 +269,8 @@ class Engine:
             self.counters["stale_seq:mark"] += 1
             return [self.dead_letter(source, "stale_seq", f"mark seq {tick.seq} <= applied {previous.seq}",
                                      index, element)]
+        sides, repay = ([], False) if self.remote_settlement else rounds_due(
+            self.params, self.deficits, self.claims_units, self.fund.balance_units, tick.symbol, tick.ts)
         self.newest_ts = max(self.newest_ts, tick.ts)
         confirmed = True
         jump = self.params.max_jump_ppm
@@ -288,7 +296,18 @@ class Engine:
                 continue
             out.extend(self._evaluate_guarded(account, scope, trigger, tick.ts, source))
         out.extend(self._maybe_snapshot(tick))
+        if (sides or repay) and self._guard_free(tick):  # loss sharing (§5.1, §5.2): after the liquidations
+            outputs, claims_delta = run_rounds_locally(
+                self.params, self.deficits, self.accounts, self.fund, self.dirty, symbol=tick.symbol,
+                mark_seq=tick.seq, mark_ticks=tick.mark_ticks, ts=tick.ts, sides=sides, repay=repay)
+            self.claims_units += claims_delta
+            out.extend(outputs)
         return out
+
+    def _guard_free(self, tick: MarkTick) -> bool:
+        """A round runs only on a tick the guards would liquidate on: confirmed, not stale."""
+        max_age = self.params.max_mark_age_ms
+        return self.marks[tick.symbol].confirmed and not (max_age and tick.ts < self.newest_ts - max_age)
 
     # -------------------------------------------------------- positions events
     def apply_position_event(self, update: PositionUpdate | BalanceUpdate, source: Source,
@@ -462,6 +481,7 @@ class Engine:
             except AssertionError:
                 self.fund.balance_units = balance_before
                 raise
+            record_deficits(self.deficits, plan, social)
             self.counters["socialized_loss_units"] += social
             pending = Pending(lid, ts)
         # record: nothing above raised

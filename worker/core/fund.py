@@ -11,6 +11,7 @@ from typing import Any
 from .liquidation import LiquidationPlan, plan_from_dict
 from .outputs import Output, Trigger, allocation_event, insurance_fund_entry, socialized_loss_event
 from .params import Params
+from .sharing import DeficitBook
 
 
 class InsuranceFund:
@@ -20,6 +21,13 @@ class InsuranceFund:
 
     def credit(self, amount_units: int) -> int:
         self.balance_units += amount_units
+        return self.balance_units
+
+    def debit(self, amount_units: int) -> int:
+        """Pay out (a repayment budget): never below the floor."""
+        if amount_units < 0 or self.balance_units - amount_units < self.floor_units:
+            raise AssertionError("insurance fund paid below its floor")
+        self.balance_units -= amount_units
         return self.balance_units
 
     def cover(self, shortfall_units: int) -> int:
@@ -72,6 +80,13 @@ def settle(params: Params, fund: InsuranceFund, plan: LiquidationPlan, lid: str,
     return cover, social, out
 
 
+def record_deficits(deficits: DeficitBook, plan: LiquidationPlan, social_units: int) -> None:
+    """The socialized loss of a settled plan joins the deficit of its (symbol, side) (§5.1),
+    attributed as its `socialized_loss` events are. Called once the allocation is built."""
+    for symbol, side, amount in socialized_loss_by_close(plan, social_units):
+        deficits.record(symbol, side, amount)
+
+
 def request_item(plan_dict: dict[str, Any], *, lid: str, account_id: str, scope: str, ts: int,
                  trigger: Trigger) -> dict[str, Any]:
     """One liquidation handed to the fund agent (internal topic ``insurance-requests``)."""
@@ -89,11 +104,13 @@ class FundLedger:
     past it) and is applied afresh; met at another position it is a duplicate.
     """
 
-    def __init__(self, params: Params, balance_units: int | None = None, settled: Any = None) -> None:
+    def __init__(self, params: Params, balance_units: int | None = None, settled: Any = None,
+                 deficits: DeficitBook | None = None) -> None:
         self.params = params
         start = params.insurance_initial_units if balance_units is None else balance_units
         self.fund = InsuranceFund(start, params.insurance_floor_units)
         self.settled: Any = settled if settled is not None else {}
+        self.deficits = deficits if deficits is not None else DeficitBook()
 
     def stored_outputs(self, lid: str) -> list[Output] | None:
         done = self.settled.get(lid)
@@ -119,5 +136,6 @@ class FundLedger:
         except AssertionError:
             self.fund.balance_units = balance_before  # nothing recorded for a plan that does not balance
             raise
+        record_deficits(self.deficits, plan, social)
         self.settled[lid] = {"at": at, "outputs": [[o.topic, o.key, o.value] for o in out]}
         return out, True

@@ -59,6 +59,9 @@ class Params:
     liquidator_ppm: int
     protocol_ppm: int
     symbols: dict[str, SymbolParams]
+    loss_sharing_mode: str = "record"  # "record" | "haircut" (SPEC §5.1)
+    repay_above_units: int | None = None  # claims are repaid from the fund above this (§5.2); None = never
+    round_interval_ms: int = 1_000  # at most one round per (symbol, side), and one repayment round, per interval
 
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
@@ -73,6 +76,7 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "liquidation": {"mode": "partial", "buffer_ppm": 20_000},
     "split": {"liquidator_ppm": 500_000, "protocol_ppm": 0},
+    "loss_sharing": {"mode": "record", "repay_above": "", "round_interval_ms": 1_000},
 }
 _SYMBOL_KEYS = {"price_decimals", "size_decimals", "brackets", "penalty", "min_notional", "slippage_ppm"}
 
@@ -201,6 +205,7 @@ def parse_params(data: bytes) -> Params:
     engine = _section(doc, "engine")
     liquidation = _section(doc, "liquidation")
     split = _section(doc, "split")
+    sharing = _section(doc, "loss_sharing")
 
     asset = settlement["asset"]
     if not isinstance(asset, str) or not asset:
@@ -231,8 +236,16 @@ def parse_params(data: bytes) -> Params:
 
     floor_units = _units(fund["floor"], "insurance_fund.floor", quote_decimals)
     initial_units = _units(fund["initial_balance"], "insurance_fund.initial_balance", quote_decimals)
-    if floor_units > initial_units:
-        raise ParamsError("insurance_fund.floor: must not exceed initial_balance (the fund would start below it)")
+    # a fund may start below its floor (SPEC §5): it pays no cover until its balance rises above it
+    sharing_mode = sharing["mode"]
+    if sharing_mode not in ("record", "haircut"):
+        raise ParamsError(f"loss_sharing.mode: expected 'record' or 'haircut', got {sharing_mode!r}")
+    repay_above_units = None
+    if sharing["repay_above"] != "":
+        repay_above_units = _units(sharing["repay_above"], "loss_sharing.repay_above", quote_decimals)
+        if repay_above_units < floor_units:
+            raise ParamsError("loss_sharing.repay_above: must not be below insurance_fund.floor "
+                              "(repayments would take the fund below its floor)")
     return Params(
         params_version=hashlib.sha256(data).hexdigest()[:16],
         asset=asset,
@@ -249,6 +262,9 @@ def parse_params(data: bytes) -> Params:
         liquidator_ppm=liquidator_ppm,
         protocol_ppm=protocol_ppm,
         symbols=symbols,
+        loss_sharing_mode=sharing_mode,
+        repay_above_units=repay_above_units,
+        round_interval_ms=_int(sharing["round_interval_ms"], "loss_sharing.round_interval_ms", 0),
     )
 
 

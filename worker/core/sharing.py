@@ -1,0 +1,414 @@
+"""Loss sharing (SPEC §5.1–§5.2): haircut rounds among the winners of a move, claims, repayments.
+
+Pure and integer-exact. A round is computed in the same steps in replay and in streaming, where
+they run in two phases across partitions (worker/stream/rounds.py):
+
+  haircut round of (symbol s, loss side d) at mark P
+    1. each partition: weights w = floor(q · (P − E)) > 0 of the positions on s opposite to d
+    2. coordinator:    W = Σ w,  A = min(deficit, W)
+    3. each partition: h = floor(A · w / W) per position → `haircut` events, claims += h
+    4. coordinator:    deficit −= Σ h → `haircut_round` summary
+
+  repayment round at a tick
+    1. each partition: claims c > 0
+    2. coordinator:    C = Σ c,  B = min(balance − repay_above, C) (≥ 0); fund −B
+    3. each partition: r = floor(B · c / C) per claimant → `claim_repayment` events, claims −= r
+    4. coordinator:    fund += B − Σ r (residue) → `repayment_round` summary
+
+Rounding: every share is floored, so Σ h ≤ A ≤ deficit and Σ r ≤ B ≤ claims; what the floors
+leave stays in the deficit (haircuts) or goes back to the fund (repayments).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fixed import format_units
+from .margin import unrealized_pnl
+from .outputs import Output
+from .params import Params, SymbolParams
+
+SIDES = ("long", "short")  # pairs run in this order at a tick (SPEC §5.1)
+
+
+class SharingError(AssertionError):
+    """A round that does not conserve: raised, never clamped."""
+
+
+# ------------------------------------------------------------------------ ids
+def _id(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def haircut_round_id(symbol: str, loss_side: str, n: int) -> str:
+    """sha256("haircut|{s}|{d}|{n}")[:32], n counting the pair's rounds from 0."""
+    return _id(f"haircut|{symbol}|{loss_side}|{n}")
+
+
+def haircut_id(round_id: str, account_id: str, scope: str) -> str:
+    return _id(f"{round_id}|{account_id}|{scope}")
+
+
+def repayment_round_id(asset: str, n: int) -> str:
+    return _id(f"repay|{asset}|{n}")
+
+
+def repayment_id(round_id: str, account_id: str) -> str:
+    return _id(f"{round_id}|{account_id}")
+
+
+# ---------------------------------------------------------------------- math
+def winning_weight(sym: SymbolParams, loss_side: str, size_lots: int, entry_ticks: int, mark_ticks: int) -> int:
+    """w of a position in a round sharing ``loss_side``'s deficit: its unrealized PnL at the round's
+    mark, floor(q · (P − E)), when it is on the opposite side and positive; else 0."""
+    if size_lots == 0 or (size_lots > 0) == (loss_side == "long"):
+        return 0
+    return max(0, unrealized_pnl(sym, size_lots, entry_ticks, mark_ticks))
+
+
+def shared_amount(deficit_units: int, total_weight_units: int) -> int:
+    """A = min(deficit, W)."""
+    return max(0, min(deficit_units, total_weight_units))
+
+
+def pro_rata_floor(amount_units: int, part_units: int, total_units: int) -> int:
+    """floor(amount · part / total): a haircut floor(A·w/W) or a repayment floor(B·c/C)."""
+    if total_units <= 0:
+        return 0
+    return amount_units * part_units // total_units
+
+
+def repayment_budget(balance_units: int, repay_above_units: int, claims_units: int) -> int:
+    """B = min(balance − repay_above, Σ claims), never negative."""
+    return max(0, min(balance_units - repay_above_units, claims_units))
+
+
+# --------------------------------------------------------------------- state
+@dataclass(slots=True)
+class DeficitBook:
+    """What the fund's single writer holds for loss sharing: the deficit per (symbol, loss side)
+    and the round counters (SPEC §5.1, §5.2). Claims live with the accounts."""
+
+    deficits: dict[tuple[str, str], int] = field(default_factory=dict)
+    rounds: dict[tuple[str, str], int] = field(default_factory=dict)  # rounds run per pair
+    last_round_ts: dict[tuple[str, str], int] = field(default_factory=dict)
+    repay_rounds: int = 0
+    last_repay_ts: int | None = None
+
+    def record(self, symbol: str, side: str, amount_units: int) -> None:
+        if amount_units:
+            self.deficits[(symbol, side)] = self.deficits.get((symbol, side), 0) + amount_units
+
+    def deficit(self, symbol: str, side: str) -> int:
+        return self.deficits.get((symbol, side), 0)
+
+    def round_due(self, symbol: str, side: str, ts: int, interval_ms: int) -> bool:
+        """The pair's deficit is positive and its previous round is at least interval_ms old."""
+        last = self.last_round_ts.get((symbol, side))
+        return self.deficit(symbol, side) > 0 and (last is None or ts - last >= interval_ms)
+
+    def repay_due(self, ts: int, interval_ms: int) -> bool:
+        return self.last_repay_ts is None or ts - self.last_repay_ts >= interval_ms
+
+    def start_round(self, symbol: str, side: str, ts: int) -> int:
+        """Count a round of the pair; returns its n."""
+        n = self.rounds.get((symbol, side), 0)
+        self.rounds[(symbol, side)] = n + 1
+        self.last_round_ts[(symbol, side)] = ts
+        return n
+
+    def settle_round(self, symbol: str, side: str, deficit_before_units: int, paid_units: int) -> int:
+        """deficit −= paid; returns what is carried. Raises when more was paid than shared."""
+        if paid_units < 0 or paid_units > deficit_before_units or self.deficit(symbol, side) < paid_units:
+            raise SharingError(f"round of {symbol}/{side} paid {paid_units} of a deficit of {deficit_before_units}")
+        self.deficits[(symbol, side)] = self.deficit(symbol, side) - paid_units
+        return self.deficits[(symbol, side)]
+
+    def start_repayment(self, ts: int) -> int:
+        n = self.repay_rounds
+        self.repay_rounds += 1
+        self.last_repay_ts = ts
+        return n
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form; amounts as integer strings (sums of losses are not bounded by 64 bits)."""
+        return {
+            "deficits": [[s, d, str(v)] for (s, d), v in sorted(self.deficits.items())],
+            "rounds": [[s, d, n] for (s, d), n in sorted(self.rounds.items())],
+            "last_round_ts": [[s, d, t] for (s, d), t in sorted(self.last_round_ts.items())],
+            "repay_rounds": self.repay_rounds,
+            "last_repay_ts": self.last_repay_ts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DeficitBook":
+        return cls(
+            deficits={(s, d): int(v) for s, d, v in data["deficits"]},
+            rounds={(s, d): n for s, d, n in data["rounds"]},
+            last_round_ts={(s, d): t for s, d, t in data["last_round_ts"]},
+            repay_rounds=data["repay_rounds"],
+            last_repay_ts=data["last_repay_ts"],
+        )
+
+
+# -------------------------------------------------------------------- events
+def _transfer(params: Params, source: str, target: str, amount_units: int, reason: str) -> dict[str, Any]:
+    return {"from": source, "to": target, "amount": format_units(amount_units, params.quote_decimals),
+            "asset": params.asset, "reason": reason}
+
+
+def haircut_event(params: Params, *, round_id: str, ts: int, account_id: str, scope: str, symbol: str,
+                  side: str, weight_units: int, amount_units: int, claim_after_units: int) -> dict[str, Any]:
+    """One haircut: a balanced entry moving ``amount`` from the account to `socialized_loss`."""
+    if not 0 < amount_units <= weight_units:
+        raise SharingError(f"haircut of {amount_units} on a weight of {weight_units}")
+    q = params.quote_decimals
+    return {
+        "type": "haircut",
+        "schema_version": 1,
+        "haircut_id": haircut_id(round_id, account_id, scope),
+        "round_id": round_id,
+        "ts": ts,
+        "account_id": account_id,
+        "scope": scope,
+        "symbol": symbol,
+        "side": side,
+        "weight": format_units(weight_units, q),
+        "amount": format_units(amount_units, q),
+        "claim_after": format_units(claim_after_units, q),
+        "params_version": params.params_version,
+        "transfers": [_transfer(params, f"account:{account_id}", "socialized_loss", amount_units, "haircut")],
+    }
+
+
+def haircut_round_event(params: Params, *, round_id: str, ts: int, symbol: str, loss_side: str, mark_seq: int,
+                        mark_ticks: int, deficit_before_units: int, eligible_weight_units: int,
+                        shared_units: int, paid_units: int, carried_units: int, haircuts: int) -> dict[str, Any]:
+    # conservation of the round: paid ≤ shared = min(deficit, W); carried = deficit − paid
+    if not (0 <= paid_units <= shared_units == shared_amount(deficit_before_units, eligible_weight_units)
+            and carried_units == deficit_before_units - paid_units):
+        raise SharingError(f"haircut round {round_id} does not conserve")
+    q = params.quote_decimals
+    return {
+        "type": "haircut_round",
+        "schema_version": 1,
+        "round_id": round_id,
+        "ts": ts,
+        "symbol": symbol,
+        "loss_side": loss_side,
+        "mark_seq": mark_seq,
+        "mark_price": format_units(mark_ticks, params.symbols[symbol].price_decimals),
+        "deficit_before": format_units(deficit_before_units, q),
+        "eligible_weight": format_units(eligible_weight_units, q),
+        "shared": format_units(shared_units, q),
+        "paid": format_units(paid_units, q),
+        "carried": format_units(carried_units, q),
+        "haircuts": haircuts,
+        "params_version": params.params_version,
+    }
+
+
+def claim_repayment_event(params: Params, *, round_id: str, ts: int, account_id: str, claim_before_units: int,
+                          amount_units: int) -> dict[str, Any]:
+    if not 0 < amount_units <= claim_before_units:
+        raise SharingError(f"repayment of {amount_units} on a claim of {claim_before_units}")
+    q = params.quote_decimals
+    return {
+        "type": "claim_repayment",
+        "schema_version": 1,
+        "repayment_id": repayment_id(round_id, account_id),
+        "round_id": round_id,
+        "ts": ts,
+        "account_id": account_id,
+        "claim_before": format_units(claim_before_units, q),
+        "amount": format_units(amount_units, q),
+        "claim_after": format_units(claim_before_units - amount_units, q),
+        "params_version": params.params_version,
+        "transfers": [_transfer(params, "insurance_fund", f"account:{account_id}", amount_units, "claim_repayment")],
+    }
+
+
+def repayment_round_event(params: Params, *, round_id: str, ts: int, balance_before_units: int,
+                          claims_before_units: int, budget_units: int, paid_units: int,
+                          claimants: int) -> dict[str, Any]:
+    assert params.repay_above_units is not None
+    if not (0 <= paid_units <= budget_units == repayment_budget(balance_before_units, params.repay_above_units,
+                                                                claims_before_units)):
+        raise SharingError(f"repayment round {round_id} does not conserve")
+    q = params.quote_decimals
+    return {
+        "type": "repayment_round",
+        "schema_version": 1,
+        "round_id": round_id,
+        "ts": ts,
+        "asset": params.asset,
+        "balance_before": format_units(balance_before_units, q),
+        "repay_above": format_units(params.repay_above_units, q),
+        "claims_before": format_units(claims_before_units, q),
+        "budget": format_units(budget_units, q),
+        "paid": format_units(paid_units, q),
+        "claimants": claimants,
+        "params_version": params.params_version,
+    }
+
+
+def round_fund_entry(params: Params, *, ts: int, delta_units: int, balance_after_units: int, reason: str,
+                     round_id: str) -> dict[str, Any]:
+    """An `insurance_fund_entry` of a repayment round (−B, then +residue): it names the round."""
+    q = params.quote_decimals
+    return {
+        "type": "insurance_fund_entry",
+        "schema_version": 1,
+        "ts": ts,
+        "asset": params.asset,
+        "delta": format_units(delta_units, q),
+        "balance_after": format_units(balance_after_units, q),
+        "reason": reason,
+        "round_id": round_id,
+    }
+
+
+# ------------------------------------------------- partition side (accounts)
+# These read and change the accounts of one engine (replay: all of them; streaming: the
+# partitions a worker owns). ``accounts`` maps account_id → AccountState (worker/core/engine.py).
+Winner = tuple[str, str, int]  # (account_id, scope, w)
+
+
+def winners(params: Params, accounts: dict[str, Any], symbol: str, loss_side: str, mark_ticks: int) -> list[Winner]:
+    """The round's snapshot: every open position on ``symbol`` opposite to ``loss_side`` with
+    w = floor(q · (P − E)) > 0, cross or isolated, in ascending (account_id, scope)."""
+    sym = params.symbols[symbol]
+    found: list[Winner] = []
+    for account_id, account in accounts.items():
+        position = account.positions.get(symbol)
+        if position is None:
+            continue
+        weight = winning_weight(sym, loss_side, position.size_lots, position.entry_ticks, mark_ticks)
+        if weight > 0:
+            found.append((account_id, symbol if position.isolated else "cross", weight))
+    found.sort()
+    return found
+
+
+def pay_haircuts(params: Params, accounts: dict[str, Any], snapshot: list[Winner], *, round_id: str, ts: int,
+                 symbol: str, loss_side: str, shared_units: int, total_weight_units: int,
+                 dirty: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """h = floor(A · w / W) for each winner of the snapshot; each haircut adds to its account's
+    claim. Returns ([(account_id, haircut event)], Σ h); zero haircuts are left out."""
+    side = "short" if loss_side == "long" else "long"
+    events: list[tuple[str, dict[str, Any]]] = []
+    paid = 0
+    for account_id, scope, weight in snapshot:
+        amount = pro_rata_floor(shared_units, weight, total_weight_units)
+        if amount <= 0:
+            continue
+        account = accounts[account_id]
+        account.claim_units += amount
+        dirty.add(account_id)
+        paid += amount
+        events.append((account_id, haircut_event(
+            params, round_id=round_id, ts=ts, account_id=account_id, scope=scope, symbol=symbol, side=side,
+            weight_units=weight, amount_units=amount, claim_after_units=account.claim_units)))
+    if paid > shared_units:
+        raise SharingError(f"round {round_id} paid {paid} of {shared_units}")
+    return events, paid
+
+
+def claimants(accounts: dict[str, Any]) -> list[tuple[str, int]]:
+    """Accounts with an outstanding claim, ascending by account_id."""
+    return sorted((account_id, a.claim_units) for account_id, a in accounts.items() if a.claim_units > 0)
+
+
+def pay_repayments(params: Params, accounts: dict[str, Any], snapshot: list[tuple[str, int]], *, round_id: str,
+                   ts: int, budget_units: int, claims_total_units: int,
+                   dirty: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """r = floor(B · c / C) for each claimant of the snapshot, off its claim."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    paid = 0
+    for account_id, claim in snapshot:
+        amount = pro_rata_floor(budget_units, claim, claims_total_units)
+        if amount <= 0:
+            continue
+        account = accounts[account_id]
+        if account.claim_units < amount:
+            raise SharingError(f"repayment of {amount} exceeds {account_id}'s claim of {account.claim_units}")
+        events.append((account_id, claim_repayment_event(
+            params, round_id=round_id, ts=ts, account_id=account_id, claim_before_units=account.claim_units,
+            amount_units=amount)))
+        account.claim_units -= amount
+        dirty.add(account_id)
+        paid += amount
+    if paid > budget_units:
+        raise SharingError(f"repayment round {round_id} paid {paid} of {budget_units}")
+    return events, paid
+
+
+# ------------------------------------------------------- one process (replay)
+def rounds_due(params: Params, book: DeficitBook, claims_units: int, fund_balance_units: int, symbol: str,
+               ts: int) -> tuple[list[str], bool]:
+    """Before tick ``ts`` of ``symbol`` is applied: the loss sides whose round runs after it, and
+    whether a repayment round does (SPEC §5.1, §5.2). Only in mode "haircut"."""
+    if params.loss_sharing_mode != "haircut":
+        return [], False
+    interval = params.round_interval_ms
+    sides = [side for side in SIDES if book.round_due(symbol, side, ts, interval)]
+    repay = (params.repay_above_units is not None and fund_balance_units > params.repay_above_units
+             and claims_units > 0 and book.repay_due(ts, interval))
+    return sides, repay
+
+
+def run_rounds_locally(params: Params, book: DeficitBook, accounts: dict[str, Any], fund: Any, dirty: set[str], *,
+                       symbol: str, mark_seq: int, mark_ticks: int, ts: int, sides: list[str],
+                       repay: bool) -> tuple[list[Output], int]:
+    """Replay: every phase of the due rounds at once, after the tick's liquidations (SPEC §7).
+    The streaming coordinator runs the same steps across partitions (worker/stream/rounds.py).
+    Returns the events and the change of Σ claims (haircuts paid − repaid)."""
+    out: list[Output] = []
+    claims_delta = 0
+    for side in sides:
+        deficit = book.deficit(symbol, side)
+        round_id = haircut_round_id(symbol, side, book.start_round(symbol, side, ts))
+        snapshot = winners(params, accounts, symbol, side, mark_ticks)
+        total = sum(w for _, _, w in snapshot)
+        shared = shared_amount(deficit, total)
+        events, paid = pay_haircuts(params, accounts, snapshot, round_id=round_id, ts=ts, symbol=symbol,
+                                    loss_side=side, shared_units=shared, total_weight_units=total, dirty=dirty)
+        carried = book.settle_round(symbol, side, deficit, paid)
+        claims_delta += paid
+        out.extend(Output("loss-sharing", account_id, event) for account_id, event in events)
+        out.append(Output("loss-sharing", symbol, haircut_round_event(
+            params, round_id=round_id, ts=ts, symbol=symbol, loss_side=side, mark_seq=mark_seq,
+            mark_ticks=mark_ticks, deficit_before_units=deficit, eligible_weight_units=total, shared_units=shared,
+            paid_units=paid, carried_units=carried, haircuts=len(events))))
+    if repay:
+        outputs, repaid = repayment_round_locally(params, book, accounts, fund, dirty, ts=ts)
+        out.extend(outputs)
+        claims_delta -= repaid
+    return out, claims_delta
+
+
+def repayment_round_locally(params: Params, book: DeficitBook, accounts: dict[str, Any], fund: Any,
+                            dirty: set[str], *, ts: int) -> tuple[list[Output], int]:
+    assert params.repay_above_units is not None
+    round_id = repayment_round_id(params.asset, book.start_repayment(ts))
+    snapshot = claimants(accounts)
+    total = sum(c for _, c in snapshot)
+    balance_before = fund.balance_units
+    budget = repayment_budget(balance_before, params.repay_above_units, total)
+    out: list[Output] = []
+    if budget:
+        out.append(Output("insurance-fund", params.asset, round_fund_entry(
+            params, ts=ts, delta_units=-budget, balance_after_units=fund.debit(budget), reason="claim_repayment",
+            round_id=round_id)))
+    events, paid = pay_repayments(params, accounts, snapshot, round_id=round_id, ts=ts, budget_units=budget,
+                                  claims_total_units=total, dirty=dirty)
+    out.extend(Output("loss-sharing", account_id, event) for account_id, event in events)
+    if budget - paid:
+        out.append(Output("insurance-fund", params.asset, round_fund_entry(
+            params, ts=ts, delta_units=budget - paid, balance_after_units=fund.credit(budget - paid),
+            reason="repayment_residue", round_id=round_id)))
+    out.append(Output("loss-sharing", params.asset, repayment_round_event(
+        params, round_id=round_id, ts=ts, balance_before_units=balance_before, claims_before_units=total,
+        budget_units=budget, paid_units=paid, claimants=len(events))))
+    return out, paid
