@@ -149,7 +149,10 @@ def test_each_schema_is_a_valid_draft_2020_12_schema_for_its_type(event_type):
     assert schema["properties"]["type"] == {"const": event_type}
     if event_type in OUT_TYPES:  # outputs are closed: every property named and required
         assert schema["additionalProperties"] is False
-        assert set(schema["required"]) == set(schema["properties"])
+        # ... or required in exactly one alternative (a fund entry names its liquidation or its round)
+        alternatives = [set(branch["required"]) for branch in schema.get("oneOf", [])]
+        assert all(len(a) == 1 for a in alternatives) and len(set().union(*alternatives)) == len(alternatives)
+        assert set(schema["required"]) | set().union(*alternatives) == set(schema["properties"])
         assert {"type", "schema_version", "ts"} <= set(schema["required"])
         assert schema["properties"]["schema_version"] == {"const": 1}
 

@@ -52,6 +52,11 @@ INSURANCE_FUND = TopicSpec(
 RISK_SNAPSHOTS = TopicSpec(
     "risk-snapshots", "symbol", "out", event_types=("risk_snapshot",),
     description="Periodic per-symbol snapshot: mark, open interest, accounts in the call zone, notional at risk.")
+LOSS_SHARING = TopicSpec(
+    "loss-sharing", "account_id (haircut rounds: symbol; repayment rounds: asset)", "out",
+    event_types=("haircut", "haircut_round", "claim_repayment", "repayment_round"),
+    description="Loss sharing (SPEC §5.1, §5.2, §6.2): haircuts of a round then its summary; repayments of "
+                "claims then their round's summary.")
 DEAD_LETTERS = TopicSpec(
     "dead-letters", "source topic", "out", event_types=("dead_letter",),
     description="Refused input: source topic/partition/offset, original key and value, error code and message.")
@@ -60,7 +65,7 @@ INSURANCE_REQUESTS = TopicSpec(
     description="Internal: requests to the single owner of the insurance fund ledger (one partition).")
 
 _CATALOG: tuple[TopicSpec, ...] = (
-    MARK_PRICES, POSITIONS, LIQUIDATIONS, MARGIN_CALLS, INSURANCE_FUND, RISK_SNAPSHOTS, DEAD_LETTERS,
+    MARK_PRICES, POSITIONS, LIQUIDATIONS, MARGIN_CALLS, INSURANCE_FUND, RISK_SNAPSHOTS, LOSS_SHARING, DEAD_LETTERS,
     INSURANCE_REQUESTS,
 )
 _BY_NAME = {spec.name: spec for spec in _CATALOG}

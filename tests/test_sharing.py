@@ -1,0 +1,253 @@
+"""Loss sharing in replay (SPEC §5.1, §5.2, §6.2, §7): haircut rounds, claims, repayments.
+
+One worked book, step by step, with every figure derived in the comments; then the rules one by
+one as table tests. Units: USD at 6 decimals (1 USD = 1 000 000 units).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from tests.fixtures import Driver, balance, make_params, position
+from topics.schemas import validate_event
+from worker.core.outputs import Source
+
+T = 1_700_000_000_000
+SHARING = '[loss_sharing]\nmode = "haircut"\nrepay_above = "40"\nround_interval_ms = 1000'
+
+
+def sha32(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def units(text: str) -> int:
+    return int(text.replace(".", ""))
+
+
+def book(extra: str = SHARING, **overrides) -> Driver:
+    """Fund 100 USD above a floor of 40 (full mode, no BTC penalty, ETH flat 0.2 %).
+
+    alice  long 1 BTC @ 20 000, wallet 1 000          → bankrupt at 18 900
+    bob    short 1 BTC @ 20 000, wallet 10 000 (cross)  winner: w = 1 · (18 900 − 20 000)·−1 = 1 100
+    carol  short 0.5 BTC @ 19 500, wallet 10 000         winner: w = 0.5 · 600 = 300
+    dan    isolated short 0.3 BTC @ 19 000, margin 1 000  winner: w = 0.3 · 100 = 30
+    frank  long 0.1 BTC @ 18 000 (profit, but on the losing side: not eligible)
+    gina   short 1 BTC @ 18 000 (a loss of 900 at 18 900: not eligible)
+    erin   long 10 ETH @ 1 500, wallet 250              → solvent liquidation at 1 480
+    """
+    params = make_params(mode="full", initial_balance="100", floor="40",
+                         eth_penalty='{model = "flat", min_ppm = 2000}', extra=extra, **overrides)
+    d = Driver(params)
+    d.mark("BTC-PERP", "20000.0", T, 1)
+    d.mark("ETH-PERP", "1500.00", T, 1)
+    d.positions(balance("alice", "1000", 1, T), position("alice", "BTC-PERP", "1.000", "20000.0", 2, T))
+    d.positions(balance("bob", "10000", 1, T), position("bob", "BTC-PERP", "-1.000", "20000.0", 2, T))
+    d.positions(balance("carol", "10000", 1, T), position("carol", "BTC-PERP", "-0.500", "19500.0", 2, T))
+    d.positions(balance("dan", "0", 1, T), position("dan", "BTC-PERP", "-0.300", "19000.0", 2, T,
+                                                     margin_mode="isolated", isolated_margin="1000"))
+    d.positions(balance("frank", "1000", 1, T), position("frank", "BTC-PERP", "0.100", "18000.0", 2, T))
+    d.positions(balance("gina", "5000", 1, T), position("gina", "BTC-PERP", "-1.000", "18000.0", 2, T))
+    d.positions(balance("erin", "250", 1, T), position("erin", "ETH-PERP", "10.00", "1500.00", 2, T))
+    d.outputs.clear()
+    return d
+
+
+def sharing_events(outputs) -> list[tuple[str, str, dict]]:
+    return [(o.topic, o.key, o.value) for o in outputs if o.topic == "loss-sharing"
+            or o.value.get("reason") in ("claim_repayment", "repayment_residue")]
+
+
+def test_the_worked_book_step_by_step():
+    d = book()
+    # T1, BTC 18 900: alice's LV = 1 000 − 1 100 = −100 → bankrupt, shortfall 100 USD; the fund
+    # covers 100 − 40 = 60 (to its floor), 40 USD is socialized on (BTC-PERP, long). No round at the
+    # tick that created the deficit.
+    out = d.mark("BTC-PERP", "18900.0", T + 1000, 2)
+    assert [o.value["type"] for o in out] == ["insurance_fund_entry", "socialized_loss", "liquidation"]
+    assert sharing_events(out) == []
+    assert d.engine.deficits.deficit("BTC-PERP", "long") == 40_000_000
+
+    # T2, BTC 18 900 again: the deficit was positive before it → round 0 of (BTC-PERP, long).
+    # W = 1 100 + 300 + 30 = 1 430 USD; A = min(40, 1 430) = 40 USD.
+    # h = floor(40e6 · w / 1 430e6): bob 30 769 230, carol 8 391 608, dan 839 160 (isolated scope);
+    # Σ = 39 999 998, so 2 units stay in the deficit.
+    out = d.mark("BTC-PERP", "18900.0", T + 2000, 3)
+    round0 = sha32("haircut|BTC-PERP|long|0")
+    events = sharing_events(out)
+    assert [(key, e["type"], e.get("account_id"), e.get("scope"), e.get("amount")) for _, key, e in events] == [
+        ("bob", "haircut", "bob", "cross", "30.769230"),
+        ("carol", "haircut", "carol", "cross", "8.391608"),
+        ("dan", "haircut", "dan", "BTC-PERP", "0.839160"),
+        ("BTC-PERP", "haircut_round", None, None, None),
+    ]
+    bob = events[0][2]
+    assert bob["haircut_id"] == sha32(f"{round0}|bob|cross") and bob["round_id"] == round0
+    assert (bob["side"], bob["weight"], bob["claim_after"]) == ("short", "1100.000000", "30.769230")
+    assert bob["transfers"] == [{"from": "account:bob", "to": "socialized_loss", "amount": "30.769230",
+                                 "asset": "USD", "reason": "haircut"}]
+    summary = events[-1][2]
+    assert {k: summary[k] for k in ("round_id", "loss_side", "mark_seq", "mark_price", "deficit_before",
+                                     "eligible_weight", "shared", "paid", "carried", "haircuts")} == {
+        "round_id": round0, "loss_side": "long", "mark_seq": 3, "mark_price": "18900.0",
+        "deficit_before": "40.000000", "eligible_weight": "1430.000000", "shared": "40.000000",
+        "paid": "39.999998", "carried": "0.000002", "haircuts": 3}
+
+    # T2 + 500 ms, BTC: the deficit (2 units) is positive, but round_interval_ms (1 000) has not passed
+    assert sharing_events(d.mark("BTC-PERP", "18900.0", T + 2500, 4)) == []
+
+    # T3, ETH 1 480: erin EQ = 250 − 200 = 50 < MM = ceil(14 800 · 0.5 %) = 74 → solvent, full close:
+    # penalty floor(14 800 · 0.2 %) = 29.6 USD, half to the liquidator, 14.8 USD to the fund: 54.8.
+    # Before T3 the fund held 40 = repay_above (not above it): no repayment at T3. And an ETH tick
+    # runs no BTC round.
+    out = d.mark("ETH-PERP", "1480.00", T + 3000, 2)
+    assert sharing_events(out) == [] and d.engine.fund.balance_units == 54_800_000
+
+    # T4, ETH: before it the fund was above repay_above with claims outstanding → repayment round 0.
+    # B = min(54.8 − 40, Σc = 39 999 998 units) = 14.8 USD; r = floor(14.8e6 · c / 39 999 998):
+    # bob 11 384 615, carol 3 104 895, dan 310 489; Σ = 14 799 999, residue 1 back to the fund.
+    out = d.mark("ETH-PERP", "1480.00", T + 4000, 3)
+    repay0 = sha32("repay|USD|0")
+    events = sharing_events(out)
+    assert [(e["type"], e.get("reason"), e.get("account_id"), e.get("amount") or e.get("delta"))
+            for _, _, e in events] == [
+        ("insurance_fund_entry", "claim_repayment", None, "-14.800000"),
+        ("claim_repayment", None, "bob", "11.384615"),
+        ("claim_repayment", None, "carol", "3.104895"),
+        ("claim_repayment", None, "dan", "0.310489"),
+        ("insurance_fund_entry", "repayment_residue", None, "0.000001"),
+        ("repayment_round", None, None, None),
+    ]
+    assert events[0][2]["balance_after"] == "40.000000" and events[4][2]["balance_after"] == "40.000001"
+    assert events[0][2]["round_id"] == repay0 and "liquidation_id" not in events[0][2]
+    assert events[1][2]["repayment_id"] == sha32(f"{repay0}|bob")
+    assert (events[1][2]["claim_before"], events[1][2]["claim_after"]) == ("30.769230", "19.384615")
+    assert {k: events[-1][2][k] for k in ("balance_before", "repay_above", "claims_before", "budget", "paid",
+                                          "claimants")} == {
+        "balance_before": "54.800000", "repay_above": "40.000000", "claims_before": "39.999998",
+        "budget": "14.800000", "paid": "14.799999", "claimants": 3}
+
+    # T5, BTC (+2 000 ms since round 0): round 1 shares the 2 units: floor(2 · 1 100 / 1 430) = 1 to
+    # bob, floor(2 · 300 / 1 430) = floor(2 · 30 / 1 430) = 0 (left out); 1 unit carried. The
+    # repayment round waits: its interval (1 000 ms since T4) has not passed.
+    out = d.mark("BTC-PERP", "18900.0", T + 4000, 5)
+    events = sharing_events(out)
+    assert [(e["type"], e.get("account_id"), e.get("amount"), e.get("claim_after")) for _, _, e in events] == [
+        ("haircut", "bob", "0.000001", "19.384616"), ("haircut_round", None, None, None)]
+    assert (events[1][2]["round_id"], events[1][2]["carried"]) == (sha32("haircut|BTC-PERP|long|1"), "0.000001")
+
+    # T6, BTC: round 2 shares 1 unit: every floor(1 · w / 1 430) is 0 → no haircut, 1 unit carried.
+    # Repayment round 1: B = min(40.000001 − 40, Σc) = 1 unit; every floor(1 · c / Σc) is 0 → the unit
+    # comes back as residue: entries −1 and +1.
+    out = d.mark("BTC-PERP", "18900.0", T + 5000, 6)
+    assert [(e["type"], e.get("paid"), e.get("carried"), e.get("delta")) for _, _, e in sharing_events(out)] == [
+        ("haircut_round", "0.000000", "0.000001", None),
+        ("insurance_fund_entry", None, None, "-0.000001"),
+        ("insurance_fund_entry", None, None, "0.000001"),
+        ("repayment_round", "0.000000", None, None),
+    ]
+    for output in d.outputs:
+        validate_event(output.value)
+    # claims = Σ haircuts − Σ repaid, per account
+    claims = {a: d.engine.accounts[a].claim_units for a in ("bob", "carol", "dan")}
+    assert claims == {"bob": 30_769_230 + 1 - 11_384_615, "carol": 8_391_608 - 3_104_895, "dan": 839_160 - 310_489}
+    assert d.engine.claims_units == sum(claims.values())
+
+
+def test_record_mode_publishes_the_loss_and_never_shares_it():
+    d = book(extra="")
+    for k in range(2, 8):
+        d.mark("BTC-PERP", "18900.0", T + 1000 * k, k)
+    assert sharing_events(d.outputs) == []
+    assert all(a.claim_units == 0 for a in d.engine.accounts.values())
+
+
+def test_a_deficit_beyond_the_winners_weight_is_carried():
+    # BTC at 19 980 for the round: bob w = 1 · 20 = 20; carol 0.5 · (19 500 − 19 980) < 0 and dan
+    # 0.3 · (19 000 − 19 980) < 0 are not winners. W = 20 < deficit 40 → A = 20: bob pays his whole
+    # profit (h = floor(20 · 20 / 20) = 20) and 40 − 20 = 20 USD is carried.
+    d = book()
+    d.mark("BTC-PERP", "18900.0", T + 1000, 2)
+    out = d.mark("BTC-PERP", "19980.0", T + 2000, 3)
+    [(_, _, haircut), (_, _, summary)] = sharing_events(out)
+    assert (haircut["account_id"], haircut["weight"], haircut["amount"]) == ("bob", "20.000000", "20.000000")
+    assert (summary["eligible_weight"], summary["shared"], summary["paid"], summary["carried"]) == (
+        "20.000000", "20.000000", "20.000000", "20.000000")
+
+
+def test_no_winner_means_a_summary_with_nothing_shared():
+    # BTC back at 20 100: every short is at a loss → W = 0, A = 0: the summary alone, all carried
+    d = book()
+    d.mark("BTC-PERP", "18900.0", T + 1000, 2)
+    out = d.mark("BTC-PERP", "20100.0", T + 2000, 3)
+    [(_, key, summary)] = sharing_events(out)
+    assert key == "BTC-PERP"
+    assert (summary["eligible_weight"], summary["shared"], summary["paid"], summary["carried"], summary["haircuts"]) == (
+        "0.000000", "0.000000", "0.000000", "40.000000", 0)
+
+
+def test_repayments_never_take_the_fund_below_its_floor_nor_run_without_repay_above():
+    d = book(extra='[loss_sharing]\nmode = "haircut"\nround_interval_ms = 1000')  # repay_above = "": never
+    d.mark("BTC-PERP", "18900.0", T + 1000, 2)
+    d.mark("BTC-PERP", "18900.0", T + 2000, 3)
+    d.mark("ETH-PERP", "1480.00", T + 3000, 2)
+    d.mark("ETH-PERP", "1480.00", T + 4000, 3)
+    assert not [e for _, _, e in sharing_events(d.outputs) if e["type"] == "repayment_round"]
+    assert d.engine.fund.balance_units == 54_800_000
+
+
+def test_a_round_waits_for_a_confirmed_mark():
+    # max_jump 5 %: 18 900 is a 5.5 % jump from 20 000, unconfirmed: no liquidation; the next tick at
+    # 18 900 confirms it and liquidates alice; the round comes at the tick after (deficit before it).
+    d = book(max_jump_ppm=50_000)
+    assert d.mark("BTC-PERP", "18900.0", T + 1000, 2) == []
+    d.mark("BTC-PERP", "18900.0", T + 2000, 3)
+    assert d.engine.deficits.deficit("BTC-PERP", "long") == 40_000_000
+    # a jump to 17 000 (10 %): unconfirmed → no round on it even though the deficit is positive
+    assert sharing_events(d.mark("BTC-PERP", "17000.0", T + 3000, 4)) == []
+    assert [e["type"] for _, _, e in sharing_events(d.mark("BTC-PERP", "17000.0", T + 4000, 5))][-1] == "haircut_round"
+
+
+def test_a_fund_starting_below_its_floor_pays_no_cover():
+    # initial 10 < floor 40: alice's 100 USD shortfall is socialized whole; the fund is untouched
+    params = make_params(initial_balance="10", floor="40", extra=SHARING)
+    d = Driver(params)
+    d.mark("BTC-PERP", "20000.0", T, 1)
+    d.positions(balance("alice", "1000", 1, T), position("alice", "BTC-PERP", "1.000", "20000.0", 2, T))
+    out = d.mark("BTC-PERP", "18900.0", T + 1000, 2)
+    [allocation] = [o.value for o in out if o.topic == "liquidations"]
+    assert (allocation["totals"]["insurance_cover"], allocation["totals"]["socialized_loss"]) == ("0.000000", "100.000000")
+    assert d.engine.fund.balance_units == 10_000_000
+    assert [o.value["type"] for o in out if o.topic == "insurance-fund"] == ["socialized_loss"]
+
+
+def test_both_pairs_at_one_tick_run_long_then_short():
+    # deficits of 5 (long) and 7 (short) units at once; x long 1 @ 19 000 and y short 1 @ 21 000
+    # both win 1 000 USD at 20 000: the long deficit is shared by y (the short), the short one by x
+    params = make_params(mode="full", extra='[loss_sharing]\nmode = "haircut"\nround_interval_ms = 0')
+    d = Driver(params)
+    src = Source("positions", 0, 0, None, b"")
+    d.mark("BTC-PERP", "20000.0", T, 1)
+    d.engine.deficits.record("BTC-PERP", "long", 5)
+    d.engine.deficits.record("BTC-PERP", "short", 7)
+    d.engine.process_positions([balance("x", "10000", 1, T), position("x", "BTC-PERP", "1.000", "19000.0", 2, T),
+                                balance("y", "10000", 1, T), position("y", "BTC-PERP", "-1.000", "21000.0", 2, T)], src)
+    out = d.mark("BTC-PERP", "20000.0", T + 1, 2)
+    assert [(e["type"], e.get("loss_side") or e.get("account_id")) for _, _, e in sharing_events(out)] == [
+        ("haircut", "y"), ("haircut_round", "long"), ("haircut", "x"), ("haircut_round", "short")]
+
+
+@pytest.mark.parametrize("deficit, weights, expected", [
+    # A = min(deficit, W); h = floor(A · w / W); Σ h ≤ A; the rest carried
+    pytest.param(10, [3, 3, 3], [3, 3, 3], id="a deficit above W takes every weight whole"),
+    pytest.param(10, [7, 7, 7], [3, 3, 3], id="three equal winners leave a residue of 1"),
+    pytest.param(1, [5, 5], [0, 0], id="a unit shared by two floors to nothing"),
+    pytest.param(100, [1, 2, 97], [1, 2, 97], id="the deficit equal to W is shared exactly"),
+])
+def test_apportionment(deficit, weights, expected):
+    from worker.core.sharing import pro_rata_floor, shared_amount
+
+    total = sum(weights)
+    shared = shared_amount(deficit, total)
+    assert [pro_rata_floor(shared, w, total) for w in weights] == expected
+    assert sum(expected) <= shared <= deficit
