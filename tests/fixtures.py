@@ -126,6 +126,39 @@ class Driver:
         return self.values("liquidations")
 
 
+SHARING = '[loss_sharing]\nmode = "haircut"\nrepay_above = "40"\nround_interval_ms = 1000'
+SHARING_T0 = 1_700_000_000_000
+
+
+def sharing_book(extra: str = SHARING, **overrides: Any) -> Driver:
+    """Fund 100 USD above a floor of 40 (full mode, no BTC penalty, ETH flat 0.2 %).
+
+    alice  long 1 BTC @ 20 000, wallet 1 000          → bankrupt at 18 900
+    bob    short 1 BTC @ 20 000, wallet 10 000 (cross)  winner: w = 1 · (18 900 − 20 000)·−1 = 1 100
+    carol  short 0.5 BTC @ 19 500, wallet 10 000         winner: w = 0.5 · 600 = 300
+    dan    isolated short 0.3 BTC @ 19 000, margin 1 000  winner: w = 0.3 · 100 = 30
+    frank  long 0.1 BTC @ 18 000 (profit, but on the losing side: not eligible)
+    gina   short 1 BTC @ 18 000 (a loss of 900 at 18 900: not eligible)
+    erin   long 10 ETH @ 1 500, wallet 250              → solvent liquidation at 1 480
+    """
+    params = make_params(mode="full", initial_balance="100", floor="40",
+                         eth_penalty='{model = "flat", min_ppm = 2000}', extra=extra, **overrides)
+    d = Driver(params)
+    T = SHARING_T0
+    d.mark("BTC-PERP", "20000.0", T, 1)
+    d.mark("ETH-PERP", "1500.00", T, 1)
+    d.positions(balance("alice", "1000", 1, T), position("alice", "BTC-PERP", "1.000", "20000.0", 2, T))
+    d.positions(balance("bob", "10000", 1, T), position("bob", "BTC-PERP", "-1.000", "20000.0", 2, T))
+    d.positions(balance("carol", "10000", 1, T), position("carol", "BTC-PERP", "-0.500", "19500.0", 2, T))
+    d.positions(balance("dan", "0", 1, T), position("dan", "BTC-PERP", "-0.300", "19000.0", 2, T,
+                                                     margin_mode="isolated", isolated_margin="1000"))
+    d.positions(balance("frank", "1000", 1, T), position("frank", "BTC-PERP", "0.100", "18000.0", 2, T))
+    d.positions(balance("gina", "5000", 1, T), position("gina", "BTC-PERP", "-1.000", "18000.0", 2, T))
+    d.positions(balance("erin", "250", 1, T), position("erin", "ETH-PERP", "10.00", "1500.00", 2, T))
+    d.outputs.clear()
+    return d
+
+
 def jsonl(records: list[dict]) -> list[bytes]:
     import json
 

@@ -15,7 +15,7 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
 
 
 @st.composite
-def parameter_sets(draw):
+def parameter_sets(draw, sharing=False):
     mode = draw(st.sampled_from(["partial", "full"]))
     slippage = draw(st.integers(0, 1500))
     low = draw(st.integers(0, 1500))
@@ -24,9 +24,15 @@ def parameter_sets(draw):
     liquidator = draw(st.integers(0, PPM))
     protocol = draw(st.integers(0, PPM - liquidator))
     initial = draw(st.integers(0, 5_000))
+    floor = draw(st.integers(0, initial + 500))  # a fund may start below its floor (SPEC §5)
+    extra = ""
+    if sharing:
+        repay = draw(st.sampled_from(["", str(floor), str(floor + draw(st.integers(0, 300)))]))
+        extra = (f'[loss_sharing]\nmode = "haircut"\nrepay_above = "{repay}"\n'
+                 f"round_interval_ms = {draw(st.sampled_from([0, 300, 1000]))}")
     return make_params(
         mode=mode, buffer_ppm=draw(st.integers(0, 50_000)), liquidator_ppm=liquidator, protocol_ppm=protocol,
-        initial_balance=str(initial), floor=str(draw(st.integers(0, initial))),
+        initial_balance=str(initial), floor=str(floor), extra=extra,
         btc_brackets='[{max_notional = "50000", mmr_ppm = 4000}, {max_notional = "250000", mmr_ppm = 5000}, {mmr_ppm = 10000}]',
         btc_penalty=f'{{model = "{model}", min_ppm = {low}, max_ppm = {high}}}', btc_slippage_ppm=slippage,
         btc_min_notional=str(draw(st.integers(0, 500))),

@@ -9,12 +9,11 @@ import hashlib
 
 import pytest
 
-from tests.fixtures import Driver, balance, make_params, position
+from tests.fixtures import SHARING, Driver, balance, make_params, position, sharing_book as book
 from topics.schemas import validate_event
 from worker.core.outputs import Source
 
 T = 1_700_000_000_000
-SHARING = '[loss_sharing]\nmode = "haircut"\nrepay_above = "40"\nround_interval_ms = 1000'
 
 
 def sha32(text: str) -> str:
@@ -23,34 +22,6 @@ def sha32(text: str) -> str:
 
 def units(text: str) -> int:
     return int(text.replace(".", ""))
-
-
-def book(extra: str = SHARING, **overrides) -> Driver:
-    """Fund 100 USD above a floor of 40 (full mode, no BTC penalty, ETH flat 0.2 %).
-
-    alice  long 1 BTC @ 20 000, wallet 1 000          → bankrupt at 18 900
-    bob    short 1 BTC @ 20 000, wallet 10 000 (cross)  winner: w = 1 · (18 900 − 20 000)·−1 = 1 100
-    carol  short 0.5 BTC @ 19 500, wallet 10 000         winner: w = 0.5 · 600 = 300
-    dan    isolated short 0.3 BTC @ 19 000, margin 1 000  winner: w = 0.3 · 100 = 30
-    frank  long 0.1 BTC @ 18 000 (profit, but on the losing side: not eligible)
-    gina   short 1 BTC @ 18 000 (a loss of 900 at 18 900: not eligible)
-    erin   long 10 ETH @ 1 500, wallet 250              → solvent liquidation at 1 480
-    """
-    params = make_params(mode="full", initial_balance="100", floor="40",
-                         eth_penalty='{model = "flat", min_ppm = 2000}', extra=extra, **overrides)
-    d = Driver(params)
-    d.mark("BTC-PERP", "20000.0", T, 1)
-    d.mark("ETH-PERP", "1500.00", T, 1)
-    d.positions(balance("alice", "1000", 1, T), position("alice", "BTC-PERP", "1.000", "20000.0", 2, T))
-    d.positions(balance("bob", "10000", 1, T), position("bob", "BTC-PERP", "-1.000", "20000.0", 2, T))
-    d.positions(balance("carol", "10000", 1, T), position("carol", "BTC-PERP", "-0.500", "19500.0", 2, T))
-    d.positions(balance("dan", "0", 1, T), position("dan", "BTC-PERP", "-0.300", "19000.0", 2, T,
-                                                     margin_mode="isolated", isolated_margin="1000"))
-    d.positions(balance("frank", "1000", 1, T), position("frank", "BTC-PERP", "0.100", "18000.0", 2, T))
-    d.positions(balance("gina", "5000", 1, T), position("gina", "BTC-PERP", "-1.000", "18000.0", 2, T))
-    d.positions(balance("erin", "250", 1, T), position("erin", "ETH-PERP", "10.00", "1500.00", 2, T))
-    d.outputs.clear()
-    return d
 
 
 def sharing_events(outputs) -> list[tuple[str, str, dict]]:
@@ -251,3 +222,82 @@ def test_apportionment(deficit, weights, expected):
     shared = shared_amount(deficit, total)
     assert [pro_rata_floor(shared, w, total) for w in weights] == expected
     assert sum(expected) <= shared <= deficit
+
+
+# ------------------------------------------------------------------------ properties
+from collections import Counter  # noqa: E402
+
+from hypothesis import given, strategies as st  # noqa: E402
+from hypothesis import event as label  # noqa: E402
+
+from tests.test_properties import SETTINGS, parameter_sets, random_scenario  # noqa: E402
+
+
+def winning_profit(params, position_event, price_text, loss_side) -> int:
+    """w = floor(q · (P − E)) in quote units, from the input's own strings, written out again."""
+    sym = params.symbols[position_event["symbol"]]
+    q = units(position_event["size"])
+    if q == 0 or (q > 0) == (loss_side == "long"):
+        return 0
+    p, e = units(price_text), units(position_event["entry_price"])
+    scale = params.quote_decimals - sym.price_decimals - sym.size_decimals
+    numerator = q * (p - e) * 10 ** max(scale, 0)
+    return numerator // 10 ** max(-scale, 0)
+
+
+@given(st.data())
+@SETTINGS
+def test_loss_sharing_invariants_over_random_crashes(data):
+    params = data.draw(parameter_sets(sharing=True))
+    lines = random_scenario(data.draw, params)
+    lines += [("mark", dict(value, ts=value["ts"] + 5_000 * (k + 1), seq=value["seq"] + 1000 + k))
+              for k, (kind, value) in enumerate(lines[-4:]) if kind == "mark"]  # later ticks: rounds
+    d = Driver(params)
+    positions: dict[tuple[str, str], dict] = {}  # the input's view: (account, symbol) → position event
+    balance_floor = params.insurance_floor_units
+    fund = params.insurance_initial_units
+    social, paid, haircut_sum = Counter(), Counter(), Counter()
+    claims = Counter()
+    for kind, value in lines:
+        if kind == "pos":
+            out = d.positions(value)
+            if value["type"] == "position":
+                positions[(value["account_id"], value["symbol"])] = value
+        else:
+            out = d.mark(value["symbol"], value["mark_price"], value["ts"], value["seq"])
+        for o in out:
+            e = o.value
+            if e["type"] == "insurance_fund_entry":  # the ledger chains and never goes below its floor
+                fund += units(e["delta"])
+                assert units(e["balance_after"]) == fund and (fund >= balance_floor or units(e["delta"]) > 0)
+            elif e["type"] == "socialized_loss":
+                social[(e["symbol"], e["side"])] += units(e["amount"])
+            elif e["type"] == "haircut":
+                position = positions[(e["account_id"], e["symbol"])]
+                loss_side = "long" if e["side"] == "short" else "short"
+                weight = winning_profit(params, position, value["mark_price"], loss_side)
+                assert units(e["weight"]) == weight and 0 < units(e["amount"]) <= weight
+                assert e["scope"] == (e["symbol"] if position.get("margin_mode") == "isolated" else "cross")
+                [t] = e["transfers"]  # one balanced transfer: account → socialized_loss
+                assert (t["from"], t["to"], t["amount"]) == (f"account:{e['account_id']}", "socialized_loss", e["amount"])
+                haircut_sum[e["round_id"]] += units(e["amount"])
+                claims[e["account_id"]] += units(e["amount"])
+                assert units(e["claim_after"]) == claims[e["account_id"]]
+            elif e["type"] == "haircut_round":
+                assert units(e["paid"]) == haircut_sum[e["round_id"]] <= units(e["shared"])
+                paid[(e["symbol"], e["loss_side"])] += units(e["paid"])
+            elif e["type"] == "claim_repayment":
+                [t] = e["transfers"]
+                assert (t["from"], t["to"]) == ("insurance_fund", f"account:{e['account_id']}")
+                assert units(e["claim_before"]) == claims[e["account_id"]] >= units(e["amount"]) > 0
+                claims[e["account_id"]] -= units(e["amount"])
+    label("haircuts" if paid else "no haircut")
+    label("repayments" if any(o.value["type"] == "claim_repayment" for o in d.outputs) else "no repayment")
+    # Σ haircuts + deficit carried = Σ socialized loss recorded, per (symbol, side)
+    for pair in set(social) | set(paid):
+        assert paid[pair] + d.engine.deficits.deficit(*pair) == social[pair]
+    # claims = Σ haircuts − Σ repaid ≥ 0, as the engine holds them
+    assert {a: c for a, c in claims.items() if c} == {
+        a: acct.claim_units for a, acct in d.engine.accounts.items() if acct.claim_units}
+    assert all(c >= 0 for c in claims.values()) and d.engine.claims_units == sum(claims.values())
+    assert d.engine.fund.balance_units == fund

@@ -32,6 +32,9 @@ KEY_OF = {
     "asset": lambda value: value["asset"],
     "symbol": lambda value: value["symbol"],
     "source topic": lambda value: value["source"]["topic"],
+    "account_id (haircut rounds: symbol; repayment rounds: asset)": lambda value: (
+        value["symbol"] if value["type"] == "haircut_round"
+        else value["asset"] if value["type"] == "repayment_round" else value["account_id"]),
 }
 
 
@@ -298,7 +301,22 @@ def _dead_letters_of_every_encoding():
     return params, driver.outputs
 
 
+def _haircut_and_repayment_rounds():
+    # the worked book of tests/test_sharing.py: a bankruptcy, a haircut round, a penalty credit,
+    # a repayment round with its residue
+    from tests.fixtures import SHARING_T0 as T0, sharing_book
+
+    driver = sharing_book()
+    for k, (symbol, price, seq) in enumerate([("BTC-PERP", "18900.0", 2), ("BTC-PERP", "18900.0", 3),
+                                              ("ETH-PERP", "1480.00", 2), ("ETH-PERP", "1480.00", 3)], start=1):
+        driver.mark(symbol, price, T0 + 1000 * k, seq)
+    kinds = {o.value["type"] for o in driver.outputs}
+    assert {"haircut", "haircut_round", "claim_repayment", "repayment_round"} <= kinds
+    return driver.engine.params, driver.outputs
+
+
 SCENARIOS = {
+    "haircut and repayment rounds": _haircut_and_repayment_rounds,
     "margin call then cleared, with snapshots": _call_then_cleared_with_snapshots,
     "solvent liquidation with every penalty share": _solvent_liquidation_with_every_penalty_share,
     "bankruptcy with cover and socialized loss": _bankruptcy_with_cover_and_socialized_loss,
@@ -324,8 +342,8 @@ def test_the_scenarios_and_the_golden_output_cover_every_output_type_zone_trigge
     assert {v["zone"] for v in values if v["type"].startswith("margin_call")} == {"call", "healthy", "liquidatable"}
     assert {v["trigger"]["source"] for v in values if "trigger" in v} == {"mark", "position", "balance"}
     assert {t["reason"] for v in values if v["type"] == "liquidation" for t in v["transfers"]} == QUOTE_REASONS
-    assert {v["reason"] for v in values if v["type"] == "insurance_fund_entry"} == {"penalty_insurance_fund",
-                                                                                    "insurance_cover"}
+    assert {v["reason"] for v in values if v["type"] == "insurance_fund_entry"} == {
+        "penalty_insurance_fund", "insurance_cover", "claim_repayment", "repayment_residue"}
 
 
 def test_streaming_settlement_requests_and_the_fund_agent_outputs_are_valid():
@@ -612,6 +630,8 @@ def test_catalog_topics_keys_directions_and_events():
         "margin-calls": ("account_id", "out", "delete", ("margin_call", "margin_call_cleared")),
         "insurance-fund": ("asset", "out", "delete", ("insurance_fund_entry", "socialized_loss")),
         "risk-snapshots": ("symbol", "out", "delete", ("risk_snapshot",)),
+        "loss-sharing": ("account_id (haircut rounds: symbol; repayment rounds: asset)", "out", "delete",
+                         ("haircut", "haircut_round", "claim_repayment", "repayment_round")),
         "dead-letters": ("source topic", "out", "delete", ("dead_letter",)),
         "insurance-requests": ("asset", "internal", "delete", ("fund_request",)),
     }
