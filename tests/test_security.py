@@ -524,3 +524,21 @@ def test_faust_import_time_variables_refuse_the_start(monkeypatch, name):
     monkeypatch.setenv("RISK_PARAMS", str(EXAMPLES / "params.toml"))
     with pytest.raises(SystemExit, match=f"error: {name} set: Faust reads these at import"):
         main_worker(["worker"])
+
+
+# ------------------------------------------------------------------------- reading listening sockets
+@pytest.mark.skipif(not Path("/proc/self/net/tcp").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("bind", ["127.0.0.1", "0.0.0.0"])
+def test_listening_addresses_reads_what_a_process_binds(bind):
+    """The reader the broker tier uses on a worker, checked on a socket of this process."""
+    import os
+    import socket
+
+    from tests.netstat import listening_addresses
+
+    with socket.socket() as sock:
+        sock.bind((bind, 0))
+        port = sock.getsockname()[1]
+        assert listening_addresses(os.getpid(), port) == set()  # bound, not listening yet
+        sock.listen()
+        assert listening_addresses(os.getpid(), port) == {bind}
