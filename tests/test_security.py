@@ -542,3 +542,12 @@ def test_listening_addresses_reads_what_a_process_binds(bind):
         assert listening_addresses(os.getpid(), port) == set()  # bound, not listening yet
         sock.listen()
         assert listening_addresses(os.getpid(), port) == {bind}
+
+
+def test_health_command_fails_when_nothing_answers(monkeypatch, capsys):
+    from worker.broker import free_port
+    from worker.cli import main
+
+    monkeypatch.setenv("RISK_WEB_PORT", str(free_port()))
+    assert main(["health", "live"]) == 1
+    assert capsys.readouterr().out.startswith("live: HTTP no answer")

@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     from .kafka_security import add_security_arguments
 
     add_security_arguments(topics)  # the worker's RISK_SECURITY_PROTOCOL, RISK_SASL_*, RISK_SSL_*
-    health = sub.add_parser("health", help="probe this worker's /live or /ready (RISK_WEB_* settings); exit 0 if OK")
-    health.add_argument("probe", choices=("live", "ready"))
-    web_token = sub.add_parser("web-token", help="write a random web token to PATH unless PATH holds one")
-    web_token.add_argument("path")
+    probe = sub.add_parser("health", help="probe this worker's /live or /ready (RISK_WEB_* settings); exit 0 if OK")
+    probe.add_argument("probe", choices=("live", "ready"))
+    token = sub.add_parser("web-token", help="write a random web token to PATH unless PATH holds one")
+    token.add_argument("path")
     sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
     sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
     args = parser.parse_args(argv)
