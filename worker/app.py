@@ -32,9 +32,7 @@ from .core.outputs import Output, Source
 from .core.params import Params, load_params
 from .faust_compat import flush_now, patch_recovery_highwaters
 from .kafka_security import new_consumer
-from .settings import SettingsError, WorkerSettings
-from .web import (FAUST_ENV, WEB_SETTINGS, auth_middleware, faust_import_variables, faust_setting_variables,
-                  install_endpoints)
+from .settings import WorkerSettings
 
 log = logging.getLogger("worker")
 MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund"})
@@ -365,6 +363,8 @@ class _Prefixed:
 def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[faust.App, Runtime]:
     """The worker's Faust app. Every Faust setting that matters is given here, and Faust reads none
     from the environment (``env``): stray WEB_BIND, BROKER_URL, PROCESSING_GUARANTEE… change nothing."""
+    from .web import FAUST_ENV, WEB_SETTINGS, auth_middleware, install_endpoints
+
     params = params or load_params(settings.params)
     security = settings.security.check()
     token = settings.bearer_token()
@@ -451,7 +451,8 @@ def main_worker(argv: list[str]) -> int:
     """``python -m worker worker [flags]``: run one worker until SIGTERM/SIGINT."""
     import argparse
 
-    from .settings import add_arguments, resolve
+    from .settings import SettingsError, add_arguments, resolve
+    from .web import faust_import_variables, faust_setting_variables
 
     parser = argparse.ArgumentParser(prog="python -m worker worker")
     add_arguments(parser)
