@@ -551,3 +551,17 @@ def test_health_command_fails_when_nothing_answers(monkeypatch, capsys):
     monkeypatch.setenv("RISK_WEB_PORT", str(free_port()))
     assert main(["health", "live"]) == 1
     assert capsys.readouterr().out.startswith("live: HTTP no answer")
+
+
+def test_a_bad_faust_loop_variable_is_refused_before_faust_is_imported():
+    """Faust picks its event loop from F_LOOP when imported (a bad one is a traceback there): the
+    command refuses first, with the reason."""
+    import os
+    import sys
+
+    env = {**os.environ, "F_LOOP": "no-such-loop", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "worker", "worker"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == ("error: F_LOOP set: Faust reads these at import and they would change the worker "
+                                   "behind its settings; unset them (the worker's settings are RISK_*)")

@@ -458,16 +458,13 @@ def main_worker(argv: list[str]) -> int:
     import argparse
 
     from .settings import SettingsError, add_arguments, resolve
-    from .web import faust_import_variables, faust_setting_variables
+    from .web import faust_setting_variables, refuse_faust_import_variables
 
     parser = argparse.ArgumentParser(prog="python -m worker worker")
     add_arguments(parser)
     args = parser.parse_args(argv[1:])
     settings = resolve(args)
-    stray = faust_import_variables(os.environ)
-    if stray:
-        raise SystemExit(f"error: {', '.join(stray)} set: Faust reads these at import and they would change "
-                         "the worker behind its settings; unset them (the worker's settings are RISK_*)")
+    refuse_faust_import_variables(os.environ)
     ignored = faust_setting_variables(os.environ)
     if ignored:
         log.warning("ignoring %s: the worker's Faust settings come from RISK_* only", ", ".join(ignored))

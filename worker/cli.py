@@ -25,6 +25,9 @@ def _params(path: str | None):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
+        from .web import refuse_faust_import_variables
+
+        refuse_faust_import_variables(os.environ)  # before importing Faust, which reads them at import
         from .app import main_worker  # Faust takes over its own command line
 
         return main_worker(argv)

@@ -49,6 +49,14 @@ def faust_import_variables(environ: Mapping[str, str]) -> list[str]:
                   if prefix + name in environ)
 
 
+def refuse_faust_import_variables(environ: Mapping[str, str]) -> None:
+    """Exit with the reason when one is set (called before Faust is imported, and again by the worker)."""
+    stray = faust_import_variables(environ)
+    if stray:
+        raise SystemExit(f"error: {', '.join(stray)} set: Faust reads these at import and they would change "
+                         "the worker behind its settings; unset them (the worker's settings are RISK_*)")
+
+
 def faust_setting_variables(environ: Mapping[str, str]) -> list[str]:
     """Set variables that Faust's settings would read from the environment (ignored by the worker)."""
     from faust.types.settings import Settings
