@@ -16,9 +16,9 @@ COPY examples ./examples
 RUN pip install . \
     && useradd --create-home --uid 10001 risk
 
-# in a container the HTTP server (/metrics, /stats) must listen beyond loopback for Prometheus
-ENV RISK_PARAMS=/app/examples/params.toml \
-    RISK_WEB_HOST=0.0.0.0
+# the HTTP server listens on 127.0.0.1 unless told otherwise: whoever runs the image decides where it is
+# reachable (docker-compose.yml sets RISK_WEB_BIND=0.0.0.0 and a bearer token)
+ENV RISK_PARAMS=/app/examples/params.toml
 USER risk
 EXPOSE 6066
 CMD ["python", "-m", "worker", "worker"]

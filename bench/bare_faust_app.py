@@ -11,6 +11,7 @@ app = faust.App(
     datadir=tempfile.mkdtemp(prefix="bare-faust-"),
     web_port=int(os.environ["BARE_WEB_PORT"]),
     web_host="127.0.0.1",
+    web_bind="127.0.0.1",  # web_host is only the advertised name; Faust binds every interface by default
     broker_session_timeout=10, broker_heartbeat_interval=1, broker_rebalance_timeout=6,
     topic_partitions=4, topic_replication_factor=1, producer_linger_ms=20, producer_max_batch_size=262_144,
     consumer_auto_offset_reset="earliest",

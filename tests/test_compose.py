@@ -37,7 +37,7 @@ SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
 SETTING_ENVS = {setting.env for setting in SETTINGS}
 WORKERS = ("worker-1", "worker-2")
-IMAGE_SERVICES = ("topics", "worker-1", "worker-2", "simulator")  # services running this project's image
+IMAGE_SERVICES = ("topics", "web-token", "worker-1", "worker-2", "simulator")  # services running this project's image
 APP_DIR = "/app"  # WORKDIR of the Dockerfile
 
 
@@ -76,7 +76,7 @@ def prometheus_targets() -> list[str]:
 
 
 def mounts(service: str) -> dict[str, str]:
-    """container path → repository path of a service's bind mounts."""
+    """container path → repository path of a service's bind mounts (or the name of a named volume)."""
     found = {}
     for volume in services()[service].get("volumes", []):
         source, target, *_ = volume.split(":")
@@ -132,14 +132,45 @@ def test_workers_have_distinct_web_ports_matching_the_prometheus_targets():
 @pytest.mark.parametrize("worker", WORKERS)
 def test_worker_runs_the_worker_command_bound_beyond_loopback(worker):
     assert command(worker) == ["python", "-m", "worker", "worker"]
-    assert env(worker)["RISK_WEB_HOST"] == "0.0.0.0"  # Prometheus scrapes it from another container
+    assert env(worker)["RISK_WEB_BIND"] == "0.0.0.0"  # Prometheus scrapes it from another container
+    assert env(worker)["RISK_WEB_HOST"] == worker  # the name it is reached by (advertised, not bound)
+    port = env(worker)["RISK_WEB_PORT"]
+    assert services()[worker]["ports"] == [f"127.0.0.1:{port}:{port}"]  # published on the host's loopback only
 
 
 def test_workers_form_one_consumer_group_on_the_same_settings():
     first, second = (env(worker) for worker in WORKERS)
     assert first.pop("RISK_WEB_PORT") != second.pop("RISK_WEB_PORT")
+    assert first.pop("RISK_WEB_HOST") != second.pop("RISK_WEB_HOST")
     assert first == second
     assert first["RISK_APP_ID"]
+
+
+@pytest.mark.parametrize("worker", WORKERS)
+def test_worker_healthcheck_probes_ready(worker):
+    check = services()[worker]["healthcheck"]
+    assert check["test"] == ["CMD", "python", "-m", "worker", "health", "ready"]
+    assert set(check) >= {"interval", "timeout", "retries", "start_period"}
+
+
+def test_workers_and_prometheus_share_the_token_the_web_token_job_writes():
+    """web-token writes the token file into the volume; the workers require it (RISK_WEB_TOKEN_FILE) and
+    Prometheus sends it (credentials_file, relative to its config file in /etc/prometheus)."""
+    argv = command("web-token")
+    assert argv[:4] == ["python", "-m", "worker", "web-token"]
+    written = Path(argv[4])
+    [volume] = [source for target, source in mounts("web-token").items() if target == str(written.parent)]
+    assert volume in compose()["volumes"]
+    for worker in WORKERS:
+        token_file = Path(env(worker)["RISK_WEB_TOKEN_FILE"])
+        assert mounts(worker)[str(token_file.parent)] == volume and token_file.name == written.name
+        assert f"{volume}:{token_file.parent}:ro" in services()[worker]["volumes"]
+        assert services()[worker]["depends_on"]["web-token"]["condition"] == "service_completed_successfully"
+    config = yaml.safe_load((ROOT / "metrics" / "prometheus.yml").read_text())
+    [job] = [job for job in config["scrape_configs"] if job["job_name"] == "risk-worker"]
+    assert job["authorization"]["type"] == "Bearer"
+    credentials = Path("/etc/prometheus") / job["authorization"]["credentials_file"]
+    assert mounts("prometheus")[str(credentials.parent)] == volume and credentials.name == written.name
 
 
 @pytest.mark.parametrize("service", ("worker-1", "worker-2", "simulator"))
@@ -179,10 +210,14 @@ def test_kafka_is_the_official_image_in_kraft_mode():
     assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
 
 
+WORKER_NEEDS = {"kafka": "service_healthy", "topics": "service_completed_successfully",
+                "web-token": "service_completed_successfully"}
+
+
 @pytest.mark.parametrize("service, needs", [
     ("topics", {"kafka": "service_healthy"}),
-    ("worker-1", {"kafka": "service_healthy", "topics": "service_completed_successfully"}),
-    ("worker-2", {"kafka": "service_healthy", "topics": "service_completed_successfully"}),
+    ("worker-1", WORKER_NEEDS),
+    ("worker-2", WORKER_NEEDS),
 ], ids=["topics-after-kafka", "worker-1-after-topics", "worker-2-after-topics"])
 def test_start_order(service, needs):
     depends = services()[service]["depends_on"]
@@ -219,7 +254,10 @@ def test_grafana_datasource_points_at_the_prometheus_service():
 @pytest.mark.parametrize("service", sorted(["prometheus", "grafana"]))
 def test_bind_mount_sources_exist(service):
     for source in mounts(service).values():
-        assert (ROOT / source).exists(), source
+        if source.startswith("."):  # a bind mount (else a named volume of the file)
+            assert (ROOT / source).exists(), source
+        else:
+            assert source in compose()["volumes"], source
 
 
 def test_simulator_script_compiles_and_drives_the_market():
@@ -270,8 +308,9 @@ def free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+def scrape(port: int, token: str) -> dict[str, float]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=5) as response:
         text = response.read().decode()
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
@@ -282,8 +321,9 @@ def scrape(port: int) -> dict[str, float]:
 
 @pytest.mark.broker
 def test_compose_commands_run_against_a_broker(tmp_path):
-    """topics → two workers → simulator, with the file's commands and environment (bootstrap, params path
-    and web ports swapped for the embedded broker, the checkout and free ports)."""
+    """topics → web-token → two workers (and their healthcheck) → simulator, with the file's commands and
+    environment (bootstrap, params path, token path and web ports swapped for the embedded broker, the
+    checkout, a temporary directory and free ports)."""
     from worker.broker import EmbeddedBroker
     from worker.harness import WorkerGroup
 
@@ -298,11 +338,33 @@ def test_compose_commands_run_against_a_broker(tmp_path):
         assert done.returncode == 0, done.stderr
         assert {line.split(":")[0] for line in done.stdout.splitlines()} == {t.name for t in all_topics()}
 
+        token_dir = tmp_path / "risk-web"
+        in_container = Path(command("web-token")[4]).parent
+        token_cmd = [str(token_dir / Path(part).name) if part.startswith(f"{in_container}/") else part
+                     for part in command("web-token")]
+        done = subprocess.run([sys.executable, *token_cmd[1:]], cwd=ROOT, env=base_env, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        token_file = token_dir / Path(worker_env["RISK_WEB_TOKEN_FILE"]).name
+        token = token_file.read_text().strip()
+
         extra = {k: v for k, v in worker_env.items() if k not in ("RISK_BOOTSTRAP", "RISK_PARAMS", "RISK_WEB_PORT")}
+        extra["RISK_WEB_TOKEN_FILE"] = str(token_file)
         with WorkerGroup(broker.bootstrap, params, app_id=worker_env["RISK_APP_ID"], partitions=partitions,
-                         log_dir=tmp_path, extra_env=extra) as group:
+                         log_dir=tmp_path, extra_env=extra, token=token) as group:
             group.start(len(WORKERS))
             asyncio.run(group.wait_ready(timeout_s=120))
+            # the healthcheck, as compose runs it inside each worker's container (same environment)
+            for port in group.ports:
+                probe = services()["worker-1"]["healthcheck"]["test"][1:]
+                health_env = {**base_env, **extra, "RISK_WEB_PORT": str(port)}
+                done = subprocess.run([sys.executable, *probe[1:]], cwd=ROOT, env=health_env, capture_output=True,
+                                      text=True, timeout=60)
+                assert done.returncode == 0 and done.stdout.startswith("ready: HTTP 200"), done.stdout + done.stderr
+                done = subprocess.run([sys.executable, *probe[1:]], cwd=ROOT, capture_output=True, text=True,
+                                      env={**health_env, "RISK_WEB_TOKEN_FILE": "", "RISK_WEB_TOKEN": "x" * 16},
+                                      timeout=60)
+                assert done.returncode == 1 and done.stdout.startswith("ready: HTTP 401"), done.stdout + done.stderr
 
             sim_env = {**base_env, **env("simulator"), "RISK_BOOTSTRAP": broker.bootstrap,
                        "SIM_ACCOUNTS": "400", "SIM_CRASH_AT_S": "3", "SIM_DURATION_S": "15"}
@@ -312,7 +374,7 @@ def test_compose_commands_run_against_a_broker(tmp_path):
             assert sim.returncode == 0, sim.stderr
             assert re.search(r"simulator: 400 accounts, [1-9]\d* acknowledgements", sim.stdout), sim.stdout
 
-            scraped = [scrape(port) for port in group.ports]
+            scraped = [scrape(port, token) for port in group.ports]
             assert group.alive() == [0, 1]
     contract = metric_contract()
     exposed = {name for samples in scraped for name in samples if name.startswith("risk_")}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shutil
 import subprocess
 
 import pytest
@@ -179,13 +180,25 @@ def test_prometheus_config_scrapes_both_workers_and_loads_the_alerts():
     assert config["rule_files"] == ["alerts.yml"]
     [job] = [job for job in config["scrape_configs"] if job["job_name"] == "risk-worker"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
+    # the workers' bearer token (RISK_WEB_TOKEN_FILE), from a file: never in the config itself
+    assert job["authorization"]["type"] == "Bearer" and set(job["authorization"]) == {"type", "credentials_file"}
     assert [t for s in job["static_configs"] for t in s["targets"]] == ["worker-1:6066", "worker-2:6067"]
 
 
 def test_promtool_check_config_resolves_rule_files_beside_the_config(tmp_path):
-    # run from elsewhere: rule_files are resolved relative to the config file, not the working directory
-    done = subprocess.run([promtool(), "check", "config", str(PROMETHEUS)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    # the config and its rules as compose mounts them, with the token file the web-token job writes
+    # (promtool checks that credentials_file exists); run from elsewhere: rule_files and
+    # credentials_file are resolved relative to the config file, not the working directory
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    shutil.copy(PROMETHEUS, etc / "prometheus.yml")
+    shutil.copy(PROMETHEUS.parent / "alerts.yml", etc / "alerts.yml")
+    [job] = [job for job in yaml.safe_load(PROMETHEUS.read_text())["scrape_configs"] if job["job_name"] == "risk-worker"]
+    token = etc / job["authorization"]["credentials_file"]
+    token.parent.mkdir(parents=True)
+    token.write_text("a-token-of-the-web-token-job\n")
+    done = subprocess.run([promtool(), "check", "config", str(etc / "prometheus.yml")], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 1 rule files found" in done.stdout
     [group] = yaml.safe_load((PROMETHEUS.parent / "alerts.yml").read_text())["groups"]

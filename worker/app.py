@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
+import os
 import tempfile
 import time
 from typing import Any
 
 import faust
-from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
@@ -32,6 +31,7 @@ from .core.fund import FundLedger
 from .core.outputs import Output, Source
 from .core.params import Params, load_params
 from .faust_compat import flush_now, patch_recovery_highwaters
+from .kafka_security import new_consumer
 from .settings import WorkerSettings
 from .wire import encode_output
 
@@ -46,24 +46,9 @@ def partition_for(key: bytes, partitions: int) -> int:
 
 
 def security_kwargs(settings: WorkerSettings) -> dict[str, Any]:
-    """aiokafka client settings for PLAINTEXT / SSL / SASL_*."""
-    kwargs: dict[str, Any] = {"security_protocol": settings.security_protocol}
-    if "SSL" in settings.security_protocol:
-        kwargs["ssl_context"] = ssl.create_default_context(cafile=settings.ssl_cafile or None)
-    if settings.security_protocol.startswith("SASL"):
-        kwargs.update(sasl_mechanism=settings.sasl_mechanism or "PLAIN",
-                      sasl_plain_username=settings.sasl_username, sasl_plain_password=settings.sasl_password)
-    return kwargs
-
-
-def faust_credentials(settings: WorkerSettings) -> Any:
-    if settings.security_protocol == "PLAINTEXT":
-        return None
-    context = ssl.create_default_context(cafile=settings.ssl_cafile or None) if "SSL" in settings.security_protocol else None
-    if settings.security_protocol.startswith("SASL"):
-        return faust.SASLCredentials(username=settings.sasl_username, password=settings.sasl_password,
-                                     mechanism=settings.sasl_mechanism or "PLAIN", ssl_context=context)
-    return faust.SSLCredentials(context)
+    """The aiokafka client kwargs of the worker's Kafka security (worker/kafka_security.py, the one
+    place they come from); prefer its new_producer / new_consumer / new_admin."""
+    return settings.security.client_kwargs()
 
 
 class Runtime:
@@ -85,6 +70,8 @@ class Runtime:
         # interleave their state writes and sends (a revocation waits for a publish in flight)
         self.publish_lock = asyncio.Lock()
         self._mark_task: asyncio.Future | None = None
+        self.assigned = False  # the current assignment is recovered (cleared by a revocation)
+        self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
 
     def stats(self) -> dict[str, Any]:
         """Progress and counters, for operators, the demo and the lockstep test feeder."""
@@ -94,7 +81,21 @@ class Runtime:
             "marks_ready": self.marks_ready.is_set(),
             "accounts": len(self.engine.accounts),
             "fund_balance_units": None if self.ledger is None else self.ledger.fund.balance_units,
+            "ready": self.readiness()["ready"],
         }
+
+    def readiness(self, now: float | None = None) -> dict[str, Any]:
+        """/ready: marks caught up, partitions assigned and recovered, and the mark reader completed a
+        poll within ``ready_stall_s`` (a reader retrying a publish forever does not)."""
+        now = time.monotonic() if now is None else now
+        idle = None if self.mark_progress_at is None else max(0.0, now - self.mark_progress_at)
+        checks = {
+            "marks_caught_up": self.marks_ready.is_set(),
+            "partitions_assigned": self.assigned,
+            "mark_reader_progressing": idle is not None and idle <= self.settings.ready_stall_s,
+        }
+        return {"ready": all(checks.values()), **checks,
+                "mark_reader_idle_s": None if idle is None else round(idle, 3)}
 
     # ----------------------------------------------------------------- publish
     async def publish(self, outputs: list[Output], first_emission: bool = True) -> None:
@@ -216,10 +217,9 @@ class Runtime:
 
     async def run_mark_consumer(self) -> None:
         topic = self.settings.topic("mark-prices")
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.settings.bootstrap, group_id=None,
-                                    enable_auto_commit=False, auto_offset_reset="earliest",
-                                    fetch_max_wait_ms=5,  # a tick must not wait for a long poll
-                                    **security_kwargs(self.settings))
+        consumer = new_consumer(self.settings.bootstrap, security=self.settings.security, group_id=None,
+                                enable_auto_commit=False, auto_offset_reset="earliest",
+                                fetch_max_wait_ms=5)  # a tick must not wait for a long poll
         await consumer.start()
         try:
             partitions = None
@@ -235,13 +235,14 @@ class Runtime:
             while True:
                 try:
                     await self._mark_batch(consumer, tps, next_offset)
+                    self.mark_progress_at = time.monotonic()  # /ready: the reader is not wedged
                 except Exception:  # never let the mark reader die: log, count, go on
                     log.exception("mark batch failed")
                     self.counters["internal_error:marks"] += 1
         finally:
             await consumer.stop()
 
-    async def _mark_batch(self, consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+    async def _mark_batch(self, consumer: Any, tps: list[TopicPartition],
                           next_offset: dict[TopicPartition, int]) -> None:
         """One poll of the mark reader: apply the ticks, publish, track catch-up and lag."""
         batch = await consumer.getmany(timeout_ms=50, max_records=10_000)
@@ -293,6 +294,7 @@ class Runtime:
             await self.persist_dirty()
             await flush_now(self.app.producer)
             self.owned = set()
+            self.assigned = False
             self.engine.load_accounts({})
             self.engine.partitions = []
 
@@ -307,6 +309,7 @@ class Runtime:
             if partition_for(key.encode(), n) in owned:
                 accounts[key] = AccountState.from_dict(value)
         self.owned = owned
+        self.assigned = True
         self.engine.load_accounts(accounts)
         self.engine.partitions = sorted(owned)
         log.info("accounts recovered: %d accounts on partitions %s", len(accounts), sorted(owned))
@@ -384,17 +387,26 @@ class _Prefixed:
 
 
 def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[faust.App, Runtime]:
+    """The worker's Faust app. Every Faust setting that matters is given here, and Faust reads none
+    from the environment (``env``): stray WEB_BIND, BROKER_URL, PROCESSING_GUARANTEE… change nothing."""
+    from .web import FAUST_ENV, WEB_SETTINGS, auth_middleware, install_endpoints
+
     params = params or load_params(settings.params)
-    consumer_kwargs = {"bootstrap_servers": settings.bootstrap, **security_kwargs(settings)}
-    patch_recovery_highwaters(consumer_kwargs)
+    security = settings.security.check()
+    token = settings.bearer_token()
+    patch_recovery_highwaters(settings.bootstrap, security)
     app = faust.App(
         settings.app_id,
+        env=FAUST_ENV,
         broker=[f"kafka://{host}" for host in settings.bootstrap.split(",")],
-        broker_credentials=faust_credentials(settings),
+        broker_credentials=security.faust_credentials(),
         store="memory://",
         datadir=settings.data_dir or tempfile.mkdtemp(prefix="risk-worker-"),
         web_port=settings.web_port,
+        web_bind=settings.web_bind,  # the listening address (web_host is only the advertised name)
         web_host=settings.web_host,
+        web_application_options={"middlewares": [auth_middleware(token)]} if token else {},
+        **WEB_SETTINGS,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.heartbeat_s,
         broker_rebalance_timeout=settings.rebalance_timeout_s,
@@ -438,9 +450,7 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     async def mark_prices() -> None:
         runtime.ensure_mark_consumer()
 
-    @app.page("/stats")
-    async def stats(web: Any, request: Any) -> Any:
-        return web.json(runtime.stats())
+    install_endpoints(app, runtime)  # /stats, /live, /ready; no Faust view
 
     @runtime.accounts_table.on_recover
     async def accounts_recovered() -> None:
@@ -467,13 +477,21 @@ def main_worker(argv: list[str]) -> int:
     """``python -m worker worker [flags]``: run one worker until SIGTERM/SIGINT."""
     import argparse
 
-    from .settings import add_arguments, resolve
+    from .settings import SettingsError, add_arguments, resolve
+    from .web import faust_setting_variables, refuse_faust_import_variables
 
     parser = argparse.ArgumentParser(prog="python -m worker worker")
     add_arguments(parser)
     args = parser.parse_args(argv[1:])
     settings = resolve(args)
-    app, _ = create_app(settings)
+    refuse_faust_import_variables(os.environ)
+    ignored = faust_setting_variables(os.environ)
+    if ignored:
+        log.warning("ignoring %s: the worker's Faust settings come from RISK_* only", ", ".join(ignored))
+    try:
+        app, _ = create_app(settings)
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

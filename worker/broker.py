@@ -426,9 +426,12 @@ async def acreate_topics(
     replication_factor: int = 1,
     tolerate_config_errors: bool = True,
     timeout: float = 30.0,
+    security: Any = None,
 ) -> dict[str, str]:
     """Async version of :func:`create_topics`."""
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin import NewTopic
+
+    from .kafka_security import new_admin
 
     norm: list[tuple[str, int, dict[str, str]]] = []
     for spec in specs:
@@ -442,8 +445,7 @@ async def acreate_topics(
         return NewTopic(name, parts, replication_factor, topic_configs=cfg or None)
 
     results: dict[str, str] = {}
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap,
-                                request_timeout_ms=int(timeout * 1000))
+    admin = new_admin(bootstrap, security, request_timeout_ms=int(timeout * 1000))
     await asyncio.wait_for(admin.start(), timeout)
     try:
         resp = await asyncio.wait_for(
@@ -485,8 +487,10 @@ def create_topics(
     replication_factor: int = 1,
     tolerate_config_errors: bool = True,
     timeout: float = 30.0,
+    security: Any = None,
 ) -> dict[str, str]:
     """Create topics synchronously; ``specs`` = [(name, partitions, config_dict), ...].
+    ``security``: a :class:`worker.kafka_security.KafkaSecurity` (``None``: the RISK_* environment's).
 
     "Topic already exists" is ignored. If the broker rejects a topic's config
     (INVALID_CONFIG / POLICY_VIOLATION) and ``tolerate_config_errors`` is true,
@@ -496,7 +500,7 @@ def create_topics(
     Safe to call from inside a running event loop (runs in a helper thread).
     """
     coro_args = dict(replication_factor=replication_factor,
-                     tolerate_config_errors=tolerate_config_errors, timeout=timeout)
+                     tolerate_config_errors=tolerate_config_errors, timeout=timeout, security=security)
     specs = list(specs)
     try:
         asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker replay|worker|demo|report``."""
+"""Command line: ``python -m worker replay|worker|topics|demo|report|health|web-token``."""
 from __future__ import annotations
 
 import argparse
@@ -25,6 +25,9 @@ def _params(path: str | None):
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "worker":
+        from .web import refuse_faust_import_variables
+
+        refuse_faust_import_variables(os.environ)  # before importing Faust, which reads them at import
         from .app import main_worker  # Faust takes over its own command line
 
         return main_worker(argv)
@@ -46,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     topics.add_argument("--prefix", default=os.environ.get("RISK_TOPIC_PREFIX", ""))
     topics.add_argument("--partitions", type=int, default=int(os.environ.get("RISK_PARTITIONS", "4")))
     topics.add_argument("--replication-factor", type=int, default=1)
+    from .kafka_security import add_security_arguments
+
+    add_security_arguments(topics)  # the worker's RISK_SECURITY_PROTOCOL, RISK_SASL_*, RISK_SSL_*
+    probe = sub.add_parser("health", help="probe this worker's /live or /ready (RISK_WEB_* settings); exit 0 if OK")
+    probe.add_argument("probe", choices=("live", "ready"))
+    token = sub.add_parser("web-token", help="write a random web token to PATH unless PATH holds one")
+    token.add_argument("path")
     sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
     sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
     args = parser.parse_args(argv)
@@ -53,17 +63,73 @@ def main(argv: list[str] | None = None) -> int:
         from topics.catalog import topic_specs
 
         from .broker import create_topics
+        from .kafka_security import KafkaSecurity
+        from .settings import SettingsError
 
+        try:
+            security = KafkaSecurity.resolve(args).check()
+        except SettingsError as exc:
+            raise SystemExit(f"error: {exc}") from None
         result = create_topics(args.bootstrap, topic_specs(args.prefix, args.partitions),
-                               replication_factor=args.replication_factor)
+                               replication_factor=args.replication_factor, security=security)
         for name, status in result.items():
             print(f"{name}: {status}")
         return 0
+    if args.command == "health":
+        return health(args.probe)
+    if args.command == "web-token":
+        return write_web_token(args.path)
     if args.command == "replay":
         from .replay import main_replay
 
         return main_replay(args.input, _params(args.params))
     return 2
+
+
+def health(probe: str) -> int:
+    """The container healthcheck: GET /live or /ready of the worker configured by the RISK_* environment
+    (its port, its bind address or loopback when it binds every interface, its token)."""
+    from .settings import SettingsError, resolve
+    from .web import fetch
+
+    settings = resolve()
+    try:
+        token = settings.bearer_token()
+    except SettingsError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.web_bind, settings.web_bind)
+    host = f"[{host}]" if ":" in host else host
+    status, body = fetch(f"http://{host}:{settings.web_port}/{probe}", token)
+    print(f"{probe}: HTTP {status or 'no answer'} {json_line(body)}")
+    return 0 if status == 200 else 1
+
+
+def json_line(value: object) -> str:
+    import json
+
+    return "" if value is None else json.dumps(value, sort_keys=True)
+
+
+def write_web_token(path: str) -> int:
+    """Create a random bearer token (256 bits, URL-safe base64) at ``path``, once: a token already
+    there is kept, so restarts do not change it. Readable by the other containers that mount it."""
+    import secrets
+    from pathlib import Path
+
+    target = Path(path)
+    try:
+        if target.is_file() and target.read_text(encoding="utf-8").strip():
+            print(f"web token: kept {target}")
+            return 0
+        target.parent.mkdir(parents=True, exist_ok=True)
+        scratch = target.with_name(target.name + ".tmp")
+        scratch.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+        scratch.chmod(0o644)  # the workers (uid 10001) and Prometheus (nobody) read it; the volume is theirs
+        scratch.replace(target)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SystemExit(f"error: web token {target}: {exc}") from None
+    print(f"web token: created {target}")
+    return 0
 
 
 def replay_entry() -> int:

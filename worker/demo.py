@@ -9,13 +9,12 @@ import time
 from collections import deque
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer
-
 from topics.catalog import topic_specs
 from topics.codec import decode
 
 from .broker import EmbeddedBroker, create_topics
 from .harness import ROOT, WorkerGroup
+from .kafka_security import KafkaSecurity, new_consumer
 from .simulator import Market, fmt
 
 PREFIX = "demo-"
@@ -63,9 +62,9 @@ class Board:
         return len(self.times)
 
 
-async def watch(bootstrap: str, board: Board, stop: asyncio.Event) -> None:
+async def watch(bootstrap: str, board: Board, stop: asyncio.Event, security: KafkaSecurity | None = None) -> None:
     topics = [PREFIX + t for t in ("liquidations", "insurance-fund", "margin-calls", "dead-letters")]
-    consumer = AIOKafkaConsumer(*topics, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    consumer = new_consumer(bootstrap, *topics, security=security, group_id=None, auto_offset_reset="earliest")
     await consumer.start()
     try:
         while not stop.is_set():
@@ -94,9 +93,11 @@ def line(elapsed: float, market: Market, board: Board) -> str:
 async def run_demo(duration_s: float | None, accounts: int, workers: int, params: str) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="risk-demo-"))
     print(f"starting the embedded broker (Tansu) … worker logs in {log_dir}", flush=True)
+    security = KafkaSecurity()  # the embedded broker's: PLAINTEXT on loopback, for every client of the demo
     with EmbeddedBroker(log_dir=str(log_dir)) as broker:
-        create_topics(broker.bootstrap, topic_specs(PREFIX, 4))
-        with WorkerGroup(broker.bootstrap, params, app_id="demo-risk", prefix=PREFIX, log_dir=log_dir) as group:
+        create_topics(broker.bootstrap, topic_specs(PREFIX, 4), security=security)
+        with WorkerGroup(broker.bootstrap, params, app_id="demo-risk", prefix=PREFIX, log_dir=log_dir,
+                         security=security) as group:
             group.start(workers)
             print(f"broker {broker.bootstrap}; {workers} worker(s) joining the group (≈6 s) …", flush=True)
             await group.wait_ready(timeout_s=120)
@@ -106,12 +107,12 @@ async def run_demo(duration_s: float | None, accounts: int, workers: int, params
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            market = Market(broker.bootstrap, PREFIX, accounts=accounts)
+            market = Market(broker.bootstrap, PREFIX, accounts=accounts, security=security)
             await market.start()
             board = Board()
             started = loop.time()
             tasks = [asyncio.create_task(market.run(stop, started)), asyncio.create_task(market.acknowledge(stop)),
-                     asyncio.create_task(watch(broker.bootstrap, board, stop))]
+                     asyncio.create_task(watch(broker.bootstrap, board, stop, security))]
             try:
                 while not stop.is_set():
                     elapsed = loop.time() - started

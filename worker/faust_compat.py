@@ -12,18 +12,20 @@ import asyncio
 import logging
 from typing import Any, Iterable
 
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
+
+from .kafka_security import KafkaSecurity, new_consumer
 
 log = logging.getLogger(__name__)
 
 
-async def true_end_offsets(consumer_kwargs: dict[str, Any], tps: Iterable[Any], timeout_s: float = 10.0) -> dict:
+async def true_end_offsets(bootstrap: str, security: KafkaSecurity, tps: Iterable[Any],
+                           timeout_s: float = 10.0) -> dict:
     """Log-end offset per partition, from the high watermark of a fetch response."""
     tps = list(tps)
     if not tps:
         return {}
-    consumer = AIOKafkaConsumer(enable_auto_commit=False, group_id=None, **consumer_kwargs)
+    consumer = new_consumer(bootstrap, security=security, enable_auto_commit=False, group_id=None)
     await consumer.start()
     try:
         ktps = [TopicPartition(tp.topic, tp.partition) for tp in tps]
@@ -56,12 +58,12 @@ async def true_end_offsets(consumer_kwargs: dict[str, Any], tps: Iterable[Any], 
         await consumer.stop()
 
 
-def patch_recovery_highwaters(consumer_kwargs: dict[str, Any]) -> None:
+def patch_recovery_highwaters(bootstrap: str, security: KafkaSecurity) -> None:
     """Make Faust's recovery read changelogs to their true end."""
     from faust.tables import recovery
 
     async def _build_highwaters(self, consumer, tps, destination, title):  # noqa: ANN001
-        ends = await true_end_offsets(consumer_kwargs, tps)
+        ends = await true_end_offsets(bootstrap, security, tps)
         highwaters = {tp: value - 1 for tp, value in ends.items()}  # Faust keeps "last offset"
         self.log.info("Highwater for %s changelog partitions (fetch HW): %s", title, dict(highwaters))
         destination.clear()

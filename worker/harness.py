@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from topics.codec import decode, encode
 
 from .broker import free_port
+from .kafka_security import KafkaSecurity, new_consumer, new_producer
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,9 +51,9 @@ def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: flo
 
 
 async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes]], interval_s: float = 0.0,
-                  **kwargs: Any) -> int:
+                  security: KafkaSecurity | None = None, **kwargs: Any) -> int:
     """Send (topic, key, value) in order, optionally spaced; ordered per partition (acks=all)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **kwargs)
+    producer = new_producer(bootstrap, security, acks="all", linger_ms=5, **kwargs)
     await producer.start()
     count = 0
     try:
@@ -88,10 +88,11 @@ def scenario_records(lines: Iterable[bytes], prefix: str = "") -> list[tuple[str
 
 
 async def read_topics(bootstrap: str, topics: list[str], *, until: Callable[[dict[str, list]], bool],
-                      timeout_s: float = 60.0) -> dict[str, list[tuple[bytes | None, bytes]]]:
+                      timeout_s: float = 60.0, security: KafkaSecurity | None = None,
+                      ) -> dict[str, list[tuple[bytes | None, bytes]]]:
     """Read whole topics from the beginning (no group) until ``until(found)`` or the timeout."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = new_consumer(bootstrap, security=security, group_id=None, enable_auto_commit=False,
+                            auto_offset_reset="earliest")
     await consumer.start()
     found: dict[str, list[tuple[bytes | None, bytes]]] = {t: [] for t in topics}
     try:
@@ -121,15 +122,12 @@ async def read_topics(bootstrap: str, topics: list[str], *, until: Callable[[dic
         await consumer.stop()
 
 
-def fetch_stats(port: int) -> dict[str, Any] | None:
-    import json
-    import urllib.request
+def fetch_stats(port: int, token: str = "") -> dict[str, Any] | None:
+    """A worker's /stats (with the bearer token, if it has one), or None."""
+    from .web import fetch
 
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats", timeout=2) as response:
-            return json.loads(response.read())
-    except Exception:
-        return None
+    status, stats = fetch(f"http://127.0.0.1:{port}/stats", token, timeout_s=2)
+    return stats if status == 200 and isinstance(stats, dict) else None
 
 
 def consumed(web_ports: list[int]) -> tuple[list[int], int]:
@@ -164,10 +162,10 @@ async def feed_phase(bootstrap: str, records: list[tuple[str, bytes | None, byte
 
 
 async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, bytes]], web_ports: list[int],
-                        prefix: str = "", timeout_s: float = 60.0) -> None:
+                        prefix: str = "", timeout_s: float = 60.0, security: KafkaSecurity | None = None) -> None:
     """Produce one record at a time and wait until the workers consumed it: every worker reads
     every mark message, one worker reads each positions message. Gives replay's interleaving."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = new_producer(bootstrap, security, acks="all")
     await producer.start()
     marks = positions = 0
 
@@ -190,9 +188,18 @@ class WorkerGroup:
     RECOVERY_ERROR = "Error in recovery"
 
     def __init__(self, bootstrap: str, params: str | Path, *, app_id: str, prefix: str = "", partitions: int = 4,
-                 log_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+                 log_dir: Path, extra_env: dict[str, str] | None = None, security: KafkaSecurity | None = None,
+                 token: str = "") -> None:
+        """``security``: the workers' Kafka security (RISK_* variables; default: inherited from this
+        environment); ``token``: the workers' web token (RISK_WEB_TOKEN unless ``extra_env`` gives
+        RISK_WEB_TOKEN_FILE), sent to their /stats."""
         self.bootstrap, self.params, self.app_id, self.prefix = bootstrap, str(params), app_id, prefix
-        self.partitions, self.log_dir, self.extra_env = partitions, Path(log_dir), extra_env or {}
+        self.partitions, self.log_dir, self.extra_env = partitions, Path(log_dir), dict(extra_env or {})
+        if security is not None:
+            self.extra_env.update(security.env())
+        if token and "RISK_WEB_TOKEN_FILE" not in self.extra_env:
+            self.extra_env["RISK_WEB_TOKEN"] = token
+        self.token = token
         self.procs: list[subprocess.Popen] = []
         self.ports: list[int] = []
         self.logs: list[Path] = []
@@ -212,7 +219,7 @@ class WorkerGroup:
         return [i for i, proc in enumerate(self.procs) if proc.poll() is None]
 
     def stats(self) -> list[dict[str, Any] | None]:
-        return [fetch_stats(self.ports[i]) for i in self.alive()]
+        return [fetch_stats(self.ports[i], self.token) for i in self.alive()]
 
     async def wait_ready(self, timeout_s: float = 90.0) -> None:
         """Every live worker caught up on marks, and the live workers own all partitions once."""

@@ -2,8 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from dataclasses import dataclass, fields
+import re
+from dataclasses import dataclass, field, fields
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .kafka_security import KafkaSecurity
 
 
 @dataclass(frozen=True)
@@ -20,8 +27,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("topic_prefix", "RISK_TOPIC_PREFIX", "", "prefix before every topic name"),
     Setting("partitions", "RISK_PARTITIONS", 4, "partitions of positions and of the account table"),
     Setting("app_id", "RISK_APP_ID", "risk-worker", "consumer group / Faust application id"),
-    Setting("web_port", "RISK_WEB_PORT", 6066, "this worker's HTTP port (/metrics); one per worker"),
-    Setting("web_host", "RISK_WEB_HOST", "127.0.0.1", "address this worker's HTTP server binds (0.0.0.0 in a container)"),
+    Setting("web_port", "RISK_WEB_PORT", 6066, "this worker's HTTP port (/metrics, /stats, /live, /ready); one per worker"),
+    Setting("web_bind", "RISK_WEB_BIND", "127.0.0.1",
+            "address the HTTP server listens on (0.0.0.0: every interface, e.g. in a container)"),
+    Setting("web_host", "RISK_WEB_HOST", "127.0.0.1",
+            "host name this worker advertises for its HTTP port (Faust's canonical URL); not the bind address"),
+    Setting("web_token", "RISK_WEB_TOKEN", "",
+            "bearer token every HTTP endpoint but /live requires (empty: none); at least 16 of A-Z a-z 0-9 -._~+/="),
+    Setting("web_token_file", "RISK_WEB_TOKEN_FILE", "", "file holding the bearer token (instead of RISK_WEB_TOKEN)"),
+    Setting("ready_stall_s", "RISK_READY_STALL_S", 5.0,
+            "/ready turns false when the mark reader has not completed a poll for this long (seconds)"),
     Setting("data_dir", "RISK_DATA_DIR", "", "Faust data directory (default: a fresh temp dir)"),
     Setting("session_timeout_s", "RISK_SESSION_TIMEOUT_S", 10.0, "consumer-group session timeout"),
     Setting("heartbeat_s", "RISK_HEARTBEAT_S", 1.0, "consumer-group heartbeat interval"),
@@ -32,7 +47,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("sasl_mechanism", "RISK_SASL_MECHANISM", "", "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512"),
     Setting("sasl_username", "RISK_SASL_USERNAME", "", "SASL user"),
     Setting("sasl_password", "RISK_SASL_PASSWORD", "", "SASL password"),
-    Setting("ssl_cafile", "RISK_SSL_CAFILE", "", "CA bundle for TLS"),
+    Setting("ssl_cafile", "RISK_SSL_CAFILE", "", "CA bundle to verify the brokers (empty: the system's)"),
+    Setting("ssl_certfile", "RISK_SSL_CERTFILE", "", "client certificate (PEM) for mutual TLS"),
+    Setting("ssl_keyfile", "RISK_SSL_KEYFILE", "", "private key (PEM) of the client certificate"),
+    Setting("ssl_key_password", "RISK_SSL_KEY_PASSWORD", "", "password of the private key, if encrypted"),
     Setting("log_level", "RISK_LOG_LEVEL", "info", "log level"),
 )
 
@@ -45,7 +63,11 @@ class WorkerSettings:
     partitions: int
     app_id: str
     web_port: int
+    web_bind: str
     web_host: str
+    web_token: str = field(repr=False)
+    web_token_file: str
+    ready_stall_s: float
     data_dir: str
     session_timeout_s: float
     heartbeat_s: float
@@ -55,20 +77,59 @@ class WorkerSettings:
     security_protocol: str
     sasl_mechanism: str
     sasl_username: str
-    sasl_password: str
+    sasl_password: str = field(repr=False)
     ssl_cafile: str
+    ssl_certfile: str
+    ssl_keyfile: str
+    ssl_key_password: str = field(repr=False)
     log_level: str
 
     def topic(self, name: str) -> str:
         return self.topic_prefix + name
 
+    @cached_property
+    def security(self) -> "KafkaSecurity":
+        """The Kafka client security of every client this worker creates (worker/kafka_security.py);
+        one object, so one TLS context, for all of them."""
+        from .kafka_security import KafkaSecurity
+
+        return KafkaSecurity.from_settings(self)
+
+    def bearer_token(self) -> str:
+        """The HTTP bearer token ("" when none): RISK_WEB_TOKEN or the content of RISK_WEB_TOKEN_FILE."""
+        token = self.web_token
+        if self.web_token_file:
+            if token:
+                raise SettingsError("set RISK_WEB_TOKEN or RISK_WEB_TOKEN_FILE, not both")
+            try:
+                with open(self.web_token_file, encoding="utf-8") as handle:
+                    token = handle.read(4096).strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"RISK_WEB_TOKEN_FILE: cannot read the token: {exc}") from None
+            if not token:
+                raise SettingsError(f"RISK_WEB_TOKEN_FILE: {self.web_token_file} is empty")
+        if token and not TOKEN.fullmatch(token):
+            raise SettingsError("the web token must be at least 16 characters of A-Z a-z 0-9 - . _ ~ + / = "
+                                "(e.g. `python -m worker web-token PATH` or `openssl rand -hex 32`)")
+        return token
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the commands print it and exit 2."""
+
+
+TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]{16,}=*")  # RFC 6750 b64token, at least 16 characters
+
 
 def _convert(setting: Setting, raw: str) -> object:
     kind = type(setting.default)
     try:
-        return kind(raw)
+        value = kind(raw)
     except ValueError:
         raise SystemExit(f"error: {setting.env}={raw!r} is not a valid {kind.__name__}") from None
+    if kind is float and not (math.isfinite(value) and value >= 0):  # type: ignore[arg-type]
+        raise SystemExit(f"error: {setting.env}={raw!r} is not a finite, non-negative number")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,11 +10,12 @@ import asyncio
 import random
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 
 from topics.codec import decode, encode
 
 from .app import partition_for
+from .kafka_security import KafkaSecurity, new_consumer, new_producer
 
 SYMBOLS = {"BTC-PERP": (1, 3), "ETH-PERP": (2, 2)}  # price decimals, size decimals (examples/params.toml)
 
@@ -35,8 +36,10 @@ class SimAccount:
 
 class Market:
     def __init__(self, bootstrap: str, prefix: str = "", partitions: int = 4, accounts: int = 5_000,
-                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, tick_hz: float = 10.0) -> None:
+                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, tick_hz: float = 10.0,
+                 security: KafkaSecurity | None = None) -> None:
         self.bootstrap, self.prefix, self.partitions = bootstrap, prefix, partitions
+        self.security = KafkaSecurity.from_env() if security is None else security  # RISK_* by default
         self.rng = random.Random(seed)
         self.n_accounts = accounts
         self.crash_at_s, self.crash_pct, self.tick_hz = crash_at_s, crash_pct, tick_hz
@@ -51,7 +54,7 @@ class Market:
         return self.prefix + name
 
     async def start(self) -> None:
-        self.producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=10, acks="all")
+        self.producer = new_producer(self.bootstrap, self.security, linger_ms=10, acks="all")
         await self.producer.start()
 
     async def stop(self) -> None:
@@ -152,8 +155,8 @@ class Market:
 
     async def acknowledge(self, stop: asyncio.Event) -> None:
         """The matching engine: fill each liquidation and acknowledge it on `positions`."""
-        consumer = AIOKafkaConsumer(self.topic("liquidations"), bootstrap_servers=self.bootstrap, group_id=None,
-                                    auto_offset_reset="latest")
+        consumer = new_consumer(self.bootstrap, self.topic("liquidations"), security=self.security, group_id=None,
+                                auto_offset_reset="latest")
         await consumer.start()
         seen: set[str] = set()
         try:
