@@ -64,9 +64,14 @@ INSURANCE_REQUESTS = TopicSpec(
     "insurance-requests", "asset", "internal", partitions=1, cleanup_policy="delete", event_types=("fund_request",),
     description="Internal: requests to the single owner of the insurance fund ledger (one partition).")
 
+LOSS_ROUNDS = TopicSpec(
+    "loss-rounds", "round_id", "internal", partitions=1, cleanup_policy="compact", event_types=("round",),
+    description="Internal: the fund coordinator's broadcast of loss-sharing rounds (announce, allocate, done), "
+                "read whole by every worker (worker/rounds.py).")
+
 _CATALOG: tuple[TopicSpec, ...] = (
     MARK_PRICES, POSITIONS, LIQUIDATIONS, MARGIN_CALLS, INSURANCE_FUND, RISK_SNAPSHOTS, LOSS_SHARING, DEAD_LETTERS,
-    INSURANCE_REQUESTS,
+    INSURANCE_REQUESTS, LOSS_ROUNDS,
 )
 _BY_NAME = {spec.name: spec for spec in _CATALOG}
 _BY_EVENT = {event_type: spec for spec in _CATALOG for event_type in spec.event_types}

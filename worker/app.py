@@ -26,17 +26,18 @@ from aiokafka.structs import TopicPartition
 
 from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded
 
-from .core.engine import AccountState, Engine
+from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
 from .core.params import Params, load_params
 from .faust_compat import flush_now, patch_recovery_highwaters
 from .kafka_security import new_consumer
+from .rounds import BROADCAST, RoundCoordinator, RoundParticipant, item_key
 from .settings import WorkerSettings
 from .wire import encode_output
 
 log = logging.getLogger("worker")
-MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund"})
+MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund", "loss-sharing"})
 DEFER_MAX_ACCOUNTS = 10_000  # changed accounts held back from the changelog at most
 
 
@@ -71,6 +72,12 @@ class Runtime:
         self.publish_lock = asyncio.Lock()
         self._mark_task: asyncio.Future | None = None
         self.assigned = False  # the current assignment is recovered (cleared by a revocation)
+        # loss sharing across partitions (SPEC §5.1, §5.2; worker/rounds.py): the coordinator runs
+        # where the fund agent runs; every worker is a participant for the partitions it owns
+        self.sharing = params.loss_sharing_mode == "haircut"
+        self.coordinator: RoundCoordinator | None = None
+        self.participant = RoundParticipant(self) if self.sharing else None
+        self.snapshots_table: Any = None
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
 
     def stats(self) -> dict[str, Any]:
@@ -82,6 +89,8 @@ class Runtime:
             "accounts": len(self.engine.accounts),
             "fund_balance_units": None if self.ledger is None else self.ledger.fund.balance_units,
             "ready": self.readiness()["ready"],
+            "coordinator": None if self.coordinator is None else self.coordinator.stats(),
+            "participant": None if self.participant is None else self.participant.stats(),
         }
 
     def readiness(self, now: float | None = None) -> dict[str, Any]:
@@ -229,6 +238,12 @@ class Runtime:
                 if not partitions:
                     await asyncio.sleep(0.5)
             tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            if self.sharing:  # the rounds' broadcast rides on the same reader (one partition)
+                rounds_topic = self.settings.topic(BROADCAST)
+                while not consumer.partitions_for_topic(rounds_topic):
+                    await asyncio.sleep(0.5)
+                    await consumer.topics()
+                tps.append(TopicPartition(rounds_topic, 0))
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             next_offset = {tp: 0 for tp in tps}
@@ -251,6 +266,13 @@ class Runtime:
         for tp, records in batch.items():
             for record in records:
                 next_offset[tp] = record.offset + 1
+                if self.participant is not None and tp.topic == self.settings.topic(BROADCAST):
+                    try:  # our own coordinator's output (an internal topic)
+                        self.participant.on_message(decode(record.value))
+                    except Exception:
+                        log.exception("unreadable round broadcast at offset %d", record.offset)
+                        self.counters["internal_error:rounds"] += 1
+                    continue
                 outputs.extend(self._on_mark_record(record))
         if not self.marks_ready.is_set():
             if all(consumer.highwater(tp) is not None and next_offset[tp] >= consumer.highwater(tp) for tp in tps):
@@ -295,6 +317,7 @@ class Runtime:
             await flush_now(self.app.producer)
             self.owned = set()
             self.assigned = False
+            self.engine.tick_markers = False
             self.engine.load_accounts({})
             self.engine.partitions = []
 
@@ -312,18 +335,85 @@ class Runtime:
         self.assigned = True
         self.engine.load_accounts(accounts)
         self.engine.partitions = sorted(owned)
+        self.engine.tick_markers = self.sharing and 0 in owned  # one worker brackets ticks for the rounds
         log.info("accounts recovered: %d accounts on partitions %s", len(accounts), sorted(owned))
         # publish again what pending liquidations published (identical bytes), then catch up
         await self.publish(self.engine.pending_outputs(), first_emission=False)
         outputs = self.engine.evaluate_all()
         if outputs or self.engine.dirty:
             await self.publish(outputs)
+        if self.participant is not None:  # answer the rounds in flight for the partitions now owned
+            self.participant.catch_up()
+            self.participant.start()
+
+    # ------------------------------------------------- loss-sharing snapshots
+    # A partition's snapshot for a round lives in the `round-snapshots` table, in the changelog
+    # partition of that positions partition: chunks "<round>|<p>|<i>", then the commit "<round>|<p>"
+    # = {total, count, chunks}; a snapshot without its commit is incomplete and taken again.
+    def partition_of(self, account_id: str) -> int:
+        return partition_for(account_id.encode(), self.settings.partitions)
+
+    def snapshot_commit(self, round_id: str, partition: int) -> dict[str, Any] | None:
+        return self.snapshots_table.data.get(f"{round_id}|{partition}")
+
+    def snapshot_rows(self, round_id: str, partition: int, commit: dict[str, Any]) -> list[list[Any]]:
+        rows: list[list[Any]] = []
+        for chunk in range(commit["chunks"]):
+            rows.extend(self.snapshots_table.data[f"{round_id}|{partition}|{chunk}"])
+        return rows
+
+    def snapshots_owned(self) -> list[tuple[str, int, dict[str, Any]]]:
+        found = []
+        for key, value in list(self.snapshots_table.data.items()):
+            parts = key.split("|")
+            if len(parts) == 2 and int(parts[1]) in self.owned:
+                found.append((parts[0], int(parts[1]), value))
+        return found
+
+    async def write_snapshot(self, round_id: str, partition: int, rows: list[list[Any]], kind: str) -> None:
+        size = RoundParticipant.SNAPSHOT_CHUNK
+        chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
+        for index, chunk in enumerate(chunks):
+            await self._table_write(self.snapshots_table, f"{round_id}|{partition}|{index}", chunk, partition)
+        total = sum(int(row[-1]) for row in rows)  # Σ w, or Σ c
+        await self._table_write(self.snapshots_table, f"{round_id}|{partition}",
+                                {"kind": kind, "total": str(total), "count": len(rows), "chunks": len(chunks)},
+                                partition)
+
+    async def drop_snapshot(self, round_id: str, partition: int, commit: dict[str, Any]) -> None:
+        await self._table_write(self.snapshots_table, f"{round_id}|{partition}", None, partition)
+        for chunk in range(commit["chunks"]):
+            await self._table_write(self.snapshots_table, f"{round_id}|{partition}|{chunk}", None, partition)
+
+    async def _table_write(self, table: Any, key: str, value: Any, partition: int) -> None:
+        """A changelog record of ``table`` in ``partition`` (None: a tombstone), as Faust writes them."""
+        if value is None:
+            table.data.pop(key, None)
+        else:
+            table.data[key] = value
+        await self.app.producer.send(table.changelog_topic.get_topic_name(), encode(key),
+                                     None if value is None else encode_bounded(value), partition, None, None)
+
+    async def flush(self) -> None:
+        await flush_now(self.app.producer)
+
+    async def publish_now(self, outputs: list[Output]) -> None:
+        """Publish while holding the publish lock (the participant pays under it)."""
+        sent = await self._publish(outputs)
+        if self.metrics is not None:
+            self.metrics.observe_outputs(sent)
+
+    async def send_reports(self, items: list[dict[str, Any]]) -> None:
+        await self.publish_retrying([Output("insurance-requests", self.params.asset, fund_request(items))])
 
     # ------------------------------------------------------------------ fund
     async def on_fund_recovered(self) -> None:
         state = self.fund_table.data.get(self._balance_key())
         balance = None if state is None else int(state["balance"])
         self.ledger = FundLedger(self.params, balance, settled=_Prefixed(self.fund_table, "settled:"))
+        if self.sharing:
+            self.coordinator = RoundCoordinator(self.params, self.ledger, self.settings.partitions,
+                                                None if state is None else state.get("sharing"))
 
     def _balance_key(self) -> str:
         return f"balance:{self.params.asset}"
@@ -349,10 +439,16 @@ class Runtime:
         fresh: list[Output] = []
         for index, item in enumerate(items):
             if (message.offset, index) < (state["offset"], state["done"]):  # applied by an earlier delivery
-                outputs.extend(self.ledger.stored_outputs(item.get("liquidation_id", "")) or [])
+                outputs.extend(self.ledger.stored_outputs(item_key(item)) or [])
                 continue
             try:
-                item_outputs, moved = self.ledger.apply(item, at=[message.offset, index])
+                if item.get("kind", "liquidation") == "liquidation":
+                    item_outputs, moved = self.ledger.apply(item, at=[message.offset, index])
+                else:  # a tick marker or a partition's report: the rounds' coordinator
+                    if self.coordinator is None:
+                        raise ValueError("loss-sharing item while loss_sharing.mode is not 'haircut'")
+                    item_outputs, moved = self.coordinator.apply(item), True
+                    self.ledger.remember(item_key(item), [message.offset, index], item_outputs)
             except Exception as exc:  # a bad item must not stop the fund: dead-letter it alone
                 log.exception("fund request item failed")
                 self.counters["internal_error:fund"] += 1
@@ -361,8 +457,10 @@ class Runtime:
                 moved = False
                 item_outputs = []
             # the balance as an integer string: a sum of penalties is not bounded by 64 bits
-            self.fund_table[self._balance_key()] = {"balance": str(self.ledger.fund.balance_units),
-                                                    "offset": message.offset, "done": index + 1}
+            record = {"balance": str(self.ledger.fund.balance_units), "offset": message.offset, "done": index + 1}
+            if self.coordinator is not None:  # deficits and rounds in flight, consistent with the balance
+                record["sharing"] = self.coordinator.to_dict()
+            self.fund_table[self._balance_key()] = record
             outputs.extend(item_outputs)
             if moved:
                 fresh.extend(item_outputs)
@@ -433,6 +531,8 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     runtime.accounts_table = app.Table("accounts", partitions=settings.partitions, schema=json_values)
     runtime.fund_table = app.Table("fund-ledger", partitions=1, schema=json_values)
+    if runtime.sharing:
+        runtime.snapshots_table = app.Table("round-snapshots", partitions=settings.partitions, schema=json_values)
 
     @app.agent(positions_topic, concurrency=1, name="positions-agent")
     async def positions_agent(stream):  # noqa: ANN001

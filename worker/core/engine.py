@@ -19,7 +19,7 @@ from .margin import Leg, call_level, margin_state, notional, ratio_ppm, safe_mov
 from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event,
                       unpublishable_stub)
 from .params import Params
-from .sharing import DeficitBook, rounds_due, run_rounds_locally
+from .sharing import DeficitBook, rounds_due, run_rounds_locally, tick_marker
 
 CROSS = "cross"
 ScopeKey = tuple[str, str]  # (account_id, scope): scope is "cross" or the isolated symbol
@@ -57,6 +57,9 @@ class AccountState:
     emitted: dict[str, list[int]] = field(default_factory=dict)  # scope → [seq, n emitted at that seq]
     in_call: set[str] = field(default_factory=set)  # scopes in the margin-call zone
     claim_units: int = 0  # outstanding loss-sharing claim: Σ haircuts − Σ repayments (SPEC §5.2)
+    # rounds in flight that paid this account: round_id → [amount, claim after (haircut) or before
+    # (repayment)], so a takeover pays again without moving the claim twice (worker/rounds.py)
+    rounds: dict[str, list[str]] = field(default_factory=dict)
 
     def scopes(self) -> list[str]:
         """Evaluation order: cross first, then isolated positions by symbol."""
@@ -74,6 +77,7 @@ class AccountState:
             "emitted": {s: list(v) for s, v in self.emitted.items()},
             "in_call": sorted(self.in_call),
             "claim": str(self.claim_units),  # a string: a sum of haircuts is not bounded by 64 bits
+            "rounds": self.rounds,
         }
 
     @classmethod
@@ -87,6 +91,7 @@ class AccountState:
             emitted={s: list(v) for s, v in data["emitted"].items()},
             in_call=set(data["in_call"]),
             claim_units=int(data.get("claim", "0")),
+            rounds={k: list(v) for k, v in data.get("rounds", {}).items()},
         )
 
 
@@ -170,6 +175,9 @@ class Engine:
         self.marks: dict[str, MarkState] = {}
         self.fund = fund or InsuranceFund(params.insurance_initial_units, params.insurance_floor_units)
         self.deficits = DeficitBook()  # replay: loss sharing runs here (streaming: in the fund's coordinator)
+        # streaming, loss sharing on: this engine marks each tick's items for the coordinator
+        # (worker/rounds.py); set by the worker that owns positions partition 0
+        self.tick_markers = False
         self.claims_units = sum(a.claim_units for a in self.accounts.values())  # Σ claims outstanding
         self.index = CandidateIndex()
         self.expiries: list[tuple[int, ScopeKey, str]] = []  # (expiry ts, key, liquidation_id)
@@ -271,6 +279,8 @@ class Engine:
                                      index, element)]
         sides, repay = ([], False) if self.remote_settlement else rounds_due(
             self.params, self.deficits, self.claims_units, self.fund.balance_units, tick.symbol, tick.ts)
+        if self.tick_markers:
+            self._requests.append(tick_marker("begin", tick.symbol, tick.seq, tick.ts, tick.mark_ticks))
         self.newest_ts = max(self.newest_ts, tick.ts)
         confirmed = True
         jump = self.params.max_jump_ppm
@@ -296,6 +306,9 @@ class Engine:
                 continue
             out.extend(self._evaluate_guarded(account, scope, trigger, tick.ts, source))
         out.extend(self._maybe_snapshot(tick))
+        if self.tick_markers:
+            self._requests.append(tick_marker("end", tick.symbol, tick.seq, tick.ts, tick.mark_ticks,
+                                              self._guard_free(tick)))
         if (sides or repay) and self._guard_free(tick):  # loss sharing (§5.1, §5.2): after the liquidations
             outputs, claims_delta = run_rounds_locally(
                 self.params, self.deficits, self.accounts, self.fund, self.dirty, symbol=tick.symbol,

@@ -112,6 +112,11 @@ class FundLedger:
         self.settled: Any = settled if settled is not None else {}
         self.deficits = deficits if deficits is not None else DeficitBook()
 
+    def remember(self, key: str, at: list[int], outputs: list[Output]) -> None:
+        """Keep what an item published (a tick marker, a round report), for a re-delivery."""
+        if outputs:
+            self.settled[key] = {"at": at, "outputs": [[o.topic, o.key, o.value] for o in outputs]}
+
     def stored_outputs(self, lid: str) -> list[Output] | None:
         done = self.settled.get(lid)
         return None if done is None else [Output(topic, key, value) for topic, key, value in done["outputs"]]

@@ -269,6 +269,13 @@ def round_fund_entry(params: Params, *, ts: int, delta_units: int, balance_after
     }
 
 
+def tick_marker(at: str, symbol: str, seq: int, ts: int, mark_ticks: int, usable: bool = True) -> dict[str, Any]:
+    """A `fund_request` item that tells the fund's coordinator where a tick's own liquidation
+    items begin and end (streaming): what it holds before "begin" is "before the tick was
+    applied" (SPEC §5.1), and rounds start at "end", after the tick's liquidations."""
+    return {"kind": "tick", "at": at, "symbol": symbol, "seq": seq, "ts": ts, "mark": mark_ticks, "usable": usable}
+
+
 # ------------------------------------------------- partition side (accounts)
 # These read and change the accounts of one engine (replay: all of them; streaming: the
 # partitions a worker owns). ``accounts`` maps account_id → AccountState (worker/core/engine.py).
@@ -295,7 +302,9 @@ def pay_haircuts(params: Params, accounts: dict[str, Any], snapshot: list[Winner
                  symbol: str, loss_side: str, shared_units: int, total_weight_units: int,
                  dirty: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
     """h = floor(A · w / W) for each winner of the snapshot; each haircut adds to its account's
-    claim. Returns ([(account_id, haircut event)], Σ h); zero haircuts are left out."""
+    claim. Idempotent: an account remembers [h, claim after] under the round's id until the
+    round is done, so paying again (a takeover) changes nothing and rebuilds identical events.
+    Returns ([(account_id, haircut event)], Σ h); zero haircuts are left out."""
     side = "short" if loss_side == "long" else "long"
     events: list[tuple[str, dict[str, Any]]] = []
     paid = 0
@@ -304,12 +313,17 @@ def pay_haircuts(params: Params, accounts: dict[str, Any], snapshot: list[Winner
         if amount <= 0:
             continue
         account = accounts[account_id]
-        account.claim_units += amount
-        dirty.add(account_id)
+        done = account.rounds.get(round_id)
+        if done is None:
+            account.claim_units += amount
+            done = account.rounds[round_id] = [str(amount), str(account.claim_units)]
+            dirty.add(account_id)
+        elif int(done[0]) != amount:
+            raise SharingError(f"{account_id} was paid {done[0]} in round {round_id}, now {amount}")
         paid += amount
         events.append((account_id, haircut_event(
             params, round_id=round_id, ts=ts, account_id=account_id, scope=scope, symbol=symbol, side=side,
-            weight_units=weight, amount_units=amount, claim_after_units=account.claim_units)))
+            weight_units=weight, amount_units=amount, claim_after_units=int(done[1]))))
     if paid > shared_units:
         raise SharingError(f"round {round_id} paid {paid} of {shared_units}")
     return events, paid
@@ -323,7 +337,8 @@ def claimants(accounts: dict[str, Any]) -> list[tuple[str, int]]:
 def pay_repayments(params: Params, accounts: dict[str, Any], snapshot: list[tuple[str, int]], *, round_id: str,
                    ts: int, budget_units: int, claims_total_units: int,
                    dirty: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
-    """r = floor(B · c / C) for each claimant of the snapshot, off its claim."""
+    """r = floor(B · c / C) for each claimant of the snapshot, off its claim; idempotent like
+    ``pay_haircuts`` (the account remembers [r, claim before])."""
     events: list[tuple[str, dict[str, Any]]] = []
     paid = 0
     for account_id, claim in snapshot:
@@ -331,17 +346,30 @@ def pay_repayments(params: Params, accounts: dict[str, Any], snapshot: list[tupl
         if amount <= 0:
             continue
         account = accounts[account_id]
-        if account.claim_units < amount:
-            raise SharingError(f"repayment of {amount} exceeds {account_id}'s claim of {account.claim_units}")
-        events.append((account_id, claim_repayment_event(
-            params, round_id=round_id, ts=ts, account_id=account_id, claim_before_units=account.claim_units,
-            amount_units=amount)))
-        account.claim_units -= amount
-        dirty.add(account_id)
+        done = account.rounds.get(round_id)
+        if done is None:
+            if account.claim_units < amount:
+                raise SharingError(f"repayment of {amount} exceeds {account_id}'s claim of {account.claim_units}")
+            done = account.rounds[round_id] = [str(amount), str(account.claim_units)]
+            account.claim_units -= amount
+            dirty.add(account_id)
+        elif int(done[0]) != amount:
+            raise SharingError(f"{account_id} was repaid {done[0]} in round {round_id}, now {amount}")
         paid += amount
+        events.append((account_id, claim_repayment_event(
+            params, round_id=round_id, ts=ts, account_id=account_id, claim_before_units=int(done[1]),
+            amount_units=amount)))
     if paid > budget_units:
         raise SharingError(f"repayment round {round_id} paid {paid} of {budget_units}")
     return events, paid
+
+
+def forget_round(accounts: dict[str, Any], account_ids: Any, round_id: str, dirty: set[str]) -> None:
+    """A round is done: its accounts no longer need to remember what it paid them."""
+    for account_id in account_ids:
+        account = accounts.get(account_id)
+        if account is not None and account.rounds.pop(round_id, None) is not None:
+            dirty.add(account_id)
 
 
 # ------------------------------------------------------- one process (replay)
@@ -375,6 +403,7 @@ def run_rounds_locally(params: Params, book: DeficitBook, accounts: dict[str, An
         events, paid = pay_haircuts(params, accounts, snapshot, round_id=round_id, ts=ts, symbol=symbol,
                                     loss_side=side, shared_units=shared, total_weight_units=total, dirty=dirty)
         carried = book.settle_round(symbol, side, deficit, paid)
+        forget_round(accounts, (a for a, _, _ in snapshot), round_id, dirty)
         claims_delta += paid
         out.extend(Output("loss-sharing", account_id, event) for account_id, event in events)
         out.append(Output("loss-sharing", symbol, haircut_round_event(
@@ -403,6 +432,7 @@ def repayment_round_locally(params: Params, book: DeficitBook, accounts: dict[st
             round_id=round_id)))
     events, paid = pay_repayments(params, accounts, snapshot, round_id=round_id, ts=ts, budget_units=budget,
                                   claims_total_units=total, dirty=dirty)
+    forget_round(accounts, (a for a, _ in snapshot), round_id, dirty)
     out.extend(Output("loss-sharing", account_id, event) for account_id, event in events)
     if budget - paid:
         out.append(Output("insurance-fund", params.asset, round_fund_entry(

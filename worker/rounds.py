@@ -1,0 +1,369 @@
+"""Loss-sharing rounds across partitions (SPEC §5.1, §5.2): the coordinator and the participants.
+
+The **coordinator** is the fund's single writer (the fund agent). Its input is the one-partition
+`insurance-requests` topic, where it reads, in order, liquidation items, tick markers (the worker
+that owns positions partition 0 brackets each tick's own items with `begin` and `end`) and the
+partition owners' reports. It keeps the deficits and the rounds in flight in the fund ledger and
+drives each round in two phases over the internal broadcast topic `loss-rounds` (one partition,
+keyed by round id, read whole by every worker):
+
+  announce  (round id, kind, symbol, loss side, mark seq and price, ts)
+      → every owner of a positions partition snapshots its partition (winners and their
+        weights, or claimants and their claims), makes the snapshot durable, reports its total
+  allocate  (W and A, or C and B), once every partition reported
+      → each owner pays from its snapshot (haircuts or repayments, idempotent per account),
+        makes the claims durable, publishes the events, reports what it paid
+  done      → the coordinator has settled the deficit (or the fund's residue) and published the
+              summary; owners drop their snapshots
+
+A report is applied once (per round, partition and phase); a partition that changes owner is
+answered by its new owner from the snapshot its old owner made durable (or from a fresh one when
+the old owner never reported), so every round stays exact, conserved and applied once.
+The math and the events are the core's (worker/core/sharing.py), as in replay.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from .core.fund import FundLedger
+from .core.outputs import Output
+from .core.params import Params
+from .core.sharing import (SIDES, DeficitBook, SharingError, Winner, claimants, forget_round, haircut_round_event,
+                           haircut_round_id, pay_haircuts, pay_repayments, repayment_budget, repayment_round_event,
+                           repayment_round_id, round_fund_entry, shared_amount, winners)
+
+log = logging.getLogger("worker")
+BROADCAST = "loss-rounds"
+SNAPSHOT_CHUNK = 2_000  # snapshot entries per changelog record (≈ 80 KiB)
+
+
+def broadcast(round_id: str, record: dict[str, Any], phase: str) -> Output:
+    message = {"type": "round", "schema_version": 1, "round_id": round_id, "phase": phase,
+               **{k: record[k] for k in ("kind", "symbol", "loss_side", "mark_seq", "mark", "ts", "partitions")},
+               "total": record.get("total"), "amount": record.get("amount")}
+    return Output(BROADCAST, round_id, message)
+
+
+class RoundCoordinator:
+    """The coordinator's state machine: pure (no I/O), persisted with the fund ledger."""
+
+    def __init__(self, params: Params, ledger: FundLedger, partitions: int, state: dict[str, Any] | None = None):
+        self.params = params
+        self.ledger = ledger
+        self.partitions = partitions
+        self.claims_units = 0  # Σ claims outstanding, as the completed rounds left them
+        self.ticks: dict[str, int] = {}  # symbol → seq of the last tick marker applied
+        self.due: dict[str, list[Any]] = {}  # symbol → [seq, sides, repay] decided at "begin"
+        self.inflight: dict[str, dict[str, Any]] = {}
+        self.started_at: dict[str, float] = {}  # round id → monotonic start (metrics only, not state)
+        if state is not None:
+            self.load(state)
+
+    @property
+    def book(self) -> DeficitBook:
+        return self.ledger.deficits
+
+    # --------------------------------------------------------------- state
+    def to_dict(self) -> dict[str, Any]:
+        return {"book": self.book.to_dict(), "claims": str(self.claims_units), "ticks": dict(self.ticks),
+                "due": {s: list(v) for s, v in self.due.items()}, "inflight": self.inflight}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.ledger.deficits = DeficitBook.from_dict(state["book"])
+        self.claims_units = int(state["claims"])
+        self.ticks = dict(state["ticks"])
+        self.due = {s: list(v) for s, v in state["due"].items()}
+        self.inflight = {k: dict(v) for k, v in state["inflight"].items()}
+
+    # --------------------------------------------------------------- input
+    def apply(self, item: dict[str, Any]) -> list[Output]:
+        """One `insurance-requests` item of kind "tick" or "report"; atomic (state restored if it raises)."""
+        before = self.to_dict()
+        balance = self.ledger.fund.balance_units
+        try:
+            if item["kind"] == "tick":
+                return self._tick(item)
+            if item["kind"] == "report":
+                return self._report(item)
+            raise ValueError(f"unknown item kind {str(item['kind'])[:40]!r}")
+        except BaseException:
+            self.load(before)
+            self.ledger.fund.balance_units = balance
+            raise
+
+    def _tick(self, item: dict[str, Any]) -> list[Output]:
+        symbol, seq, ts = item["symbol"], item["seq"], item["ts"]
+        if seq <= self.ticks.get(symbol, -1) or self.params.loss_sharing_mode != "haircut":
+            return []  # a duplicate or an older tick (two emitters during a handover)
+        if item["at"] == "begin":
+            if symbol in self.due and self.due[symbol][0] == seq:
+                return []  # the same begin again
+            interval = self.params.round_interval_ms
+            sides = [side for side in SIDES if self.book.round_due(symbol, side, ts, interval)
+                     and not any(r["kind"] == "haircut" and r["symbol"] == symbol and r["loss_side"] == side
+                                 for r in self.inflight.values())]
+            above = self.params.repay_above_units
+            repay = (above is not None and self.ledger.fund.balance_units > above and self.claims_units > 0
+                     and self.book.repay_due(ts, interval)
+                     and not any(r["kind"] == "repay" for r in self.inflight.values()))
+            self.due[symbol] = [seq, sides, repay]
+            return []
+        decided = self.due.pop(symbol, None)
+        self.ticks[symbol] = seq
+        if decided is None or decided[0] != seq or not item["usable"]:
+            return []
+        out: list[Output] = []
+        for side in decided[1]:  # pairs long, then short (SPEC §5.1)
+            deficit = self.book.deficit(symbol, side)
+            round_id = haircut_round_id(symbol, side, self.book.start_round(symbol, side, ts))
+            record = {"kind": "haircut", "symbol": symbol, "loss_side": side, "mark_seq": seq, "mark": item["mark"],
+                      "ts": ts, "partitions": self.partitions, "deficit": str(deficit), "phase": "announce",
+                      "reports": {}}
+            out.extend(self._start(round_id, record))
+        if decided[2]:
+            round_id = repayment_round_id(self.params.asset, self.book.start_repayment(ts))
+            record = {"kind": "repay", "symbol": None, "loss_side": None, "mark_seq": seq, "mark": None, "ts": ts,
+                      "partitions": self.partitions, "phase": "announce", "reports": {}}
+            out.extend(self._start(round_id, record))
+        return out
+
+    def _start(self, round_id: str, record: dict[str, Any]) -> list[Output]:
+        self.inflight[round_id] = record
+        self.started_at[round_id] = time.monotonic()
+        return [broadcast(round_id, record, "announce")]
+
+    def _report(self, item: dict[str, Any]) -> list[Output]:
+        record = self.inflight.get(item["round_id"])
+        partition = str(item["partition"])
+        if record is None or item["phase"] != record["phase"] or partition in record["reports"]:
+            return []  # late, duplicate or of a round already done: applied once
+        if not 0 <= item["partition"] < self.partitions:
+            raise ValueError(f"report for partition {item['partition']} of {self.partitions}")
+        record["reports"][partition] = [item["total"], item["count"]]
+        if len(record["reports"]) < self.partitions:
+            return []
+        total = sum(int(t) for t, _ in record["reports"].values())
+        count = sum(c for _, c in record["reports"].values())
+        round_id = item["round_id"]
+        if record["phase"] == "announce":
+            return self._allocate(round_id, record, total)
+        return self._finish(round_id, record, total, count)
+
+    def _allocate(self, round_id: str, record: dict[str, Any], total: int) -> list[Output]:
+        record["reports"] = {}
+        record["phase"] = "allocate"
+        record["total"] = str(total)
+        out: list[Output] = []
+        if record["kind"] == "haircut":
+            amount = shared_amount(int(record["deficit"]), total)  # A = min(deficit, W)
+        else:
+            assert self.params.repay_above_units is not None
+            balance = self.ledger.fund.balance_units
+            record["balance_before"] = str(balance)
+            amount = repayment_budget(balance, self.params.repay_above_units, total)  # B
+            if amount:  # the fund's debit comes before the repayments (SPEC §6.2)
+                out.append(Output("insurance-fund", self.params.asset, round_fund_entry(
+                    self.params, ts=record["ts"], delta_units=-amount,
+                    balance_after_units=self.ledger.fund.debit(amount), reason="claim_repayment",
+                    round_id=round_id)))
+        record["amount"] = str(amount)
+        if amount == 0:  # nothing to pay: every share is 0
+            return out + self._finish(round_id, record, 0, 0)
+        return out + [broadcast(round_id, record, "allocate")]
+
+    def _finish(self, round_id: str, record: dict[str, Any], paid: int, count: int) -> list[Output]:
+        params = self.params
+        total, amount = int(record["total"]), int(record["amount"])
+        out: list[Output] = []
+        if record["kind"] == "haircut":
+            deficit = int(record["deficit"])
+            carried = self.book.settle_round(record["symbol"], record["loss_side"], deficit, paid)
+            self.claims_units += paid
+            out.append(Output("loss-sharing", record["symbol"], haircut_round_event(
+                params, round_id=round_id, ts=record["ts"], symbol=record["symbol"], loss_side=record["loss_side"],
+                mark_seq=record["mark_seq"], mark_ticks=record["mark"], deficit_before_units=deficit,
+                eligible_weight_units=total, shared_units=amount, paid_units=paid,
+                carried_units=deficit - paid)))
+            del carried
+        else:
+            if paid > amount:
+                raise SharingError(f"repayment round {round_id} paid {paid} of {amount}")
+            if amount - paid:  # the floors' residue goes back to the fund
+                out.append(Output("insurance-fund", params.asset, round_fund_entry(
+                    params, ts=record["ts"], delta_units=amount - paid,
+                    balance_after_units=self.ledger.fund.credit(amount - paid), reason="repayment_residue",
+                    round_id=round_id)))
+            self.claims_units -= paid
+            out.append(Output("loss-sharing", params.asset, repayment_round_event(
+                params, round_id=round_id, ts=record["ts"], balance_before_units=int(record["balance_before"]),
+                claims_before_units=total, budget_units=amount, paid_units=paid, claimants=count)))
+        del self.inflight[round_id]
+        out.append(broadcast(round_id, record, "done"))
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        now = time.monotonic()
+        ages = [now - self.started_at[r] for r in self.inflight if r in self.started_at]
+        return {"rounds_in_flight": len(self.inflight), "oldest_round_s": max(ages, default=0.0),
+                "claims_units": str(self.claims_units),
+                "deficits": {f"{s}/{d}": str(v) for (s, d), v in sorted(self.book.deficits.items())}}
+
+
+def report_item(round_id: str, partition: int, phase: str, total: int, count: int) -> dict[str, Any]:
+    return {"kind": "report", "round_id": round_id, "partition": partition, "phase": phase, "total": str(total),
+            "count": count}
+
+
+def item_key(item: dict[str, Any]) -> str:
+    """What a fund-request item is stored under once applied (its outputs, for a re-delivery)."""
+    kind = item.get("kind", "liquidation")
+    if kind == "liquidation":
+        return item.get("liquidation_id", "")
+    if kind == "tick":
+        return f"tick:{item['symbol']}:{item['seq']}:{item['at']}"
+    return f"report:{item['round_id']}:{item['partition']}:{item['phase']}"
+
+
+# ------------------------------------------------------------ participants
+def partition_snapshot(params: Params, accounts: dict[str, Any], message: dict[str, Any],
+                       partition_of: Any) -> dict[int, list[list[Any]]]:
+    """What each partition's owner snapshots when it reads an announcement: per partition, the
+    winners [account, scope, w] (haircut) or claimants [account, c] (repayment), ascending."""
+    found: dict[int, list[list[Any]]] = {}
+    if message["kind"] == "haircut":
+        rows: list[Any] = winners(params, accounts, message["symbol"], message["loss_side"], message["mark"])
+        for account_id, scope, weight in rows:
+            found.setdefault(partition_of(account_id), []).append([account_id, scope, str(weight)])
+    else:
+        for account_id, claim in claimants(accounts):
+            found.setdefault(partition_of(account_id), []).append([account_id, str(claim)])
+    return found
+
+
+def pay_partition(params: Params, accounts: dict[str, Any], message: dict[str, Any], rows: list[list[Any]],
+                  dirty: set[str]) -> tuple[list[Output], int, int]:
+    """Pay one partition's snapshot: (events, paid, how many events)."""
+    total, amount = int(message["total"]), int(message["amount"])
+    if message["kind"] == "haircut":
+        snapshot: list[Winner] = [(a, scope, int(w)) for a, scope, w in rows]
+        events, paid = pay_haircuts(params, accounts, snapshot, round_id=message["round_id"], ts=message["ts"],
+                                    symbol=message["symbol"], loss_side=message["loss_side"], shared_units=amount,
+                                    total_weight_units=total, dirty=dirty)
+    else:
+        events, paid = pay_repayments(params, accounts, [(a, int(c)) for a, c in rows],
+                                      round_id=message["round_id"], ts=message["ts"], budget_units=amount,
+                                      claims_total_units=total, dirty=dirty)
+    return [Output("loss-sharing", account_id, event) for account_id, event in events], paid, len(events)
+
+
+def forget_partition(accounts: dict[str, Any], round_id: str, rows: list[list[Any]], dirty: set[str]) -> None:
+    forget_round(accounts, (row[0] for row in rows), round_id, dirty)
+
+
+class RoundParticipant:
+    """The partition side in one worker: reads the broadcast (through the mark reader), answers
+    every round in flight for the positions partitions it owns, in a task of its own so that a
+    large round yields to ticks between chunks."""
+
+    PAY_CHUNK = 2_000  # accounts paid per hold of the publish lock
+    SNAPSHOT_CHUNK = SNAPSHOT_CHUNK
+
+    def __init__(self, runtime: Any) -> None:
+        self.runtime = runtime
+        self.messages: dict[str, dict[str, Any]] = {}  # rounds in flight: latest broadcast
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+        self._task: asyncio.Future | None = None
+
+    # ----------------------------------------------------------- broadcast
+    def on_message(self, message: dict[str, Any]) -> None:
+        round_id = message["round_id"]
+        if message["phase"] == "done":
+            self.messages.pop(round_id, None)
+        else:
+            self.messages[round_id] = message
+        if self.runtime.assigned:
+            self.queue.put_nowait(round_id)
+
+    def catch_up(self) -> None:
+        """After a (re)assignment: answer every round in flight for the partitions now owned,
+        and drop what rounds finished while nobody held them."""
+        for round_id in list(self.messages):
+            self.queue.put_nowait(round_id)
+        self.queue.put_nowait("")  # "": sweep the snapshots of rounds that are done
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            round_id = await self.queue.get()
+            try:
+                if round_id:
+                    await self.act(round_id)
+                else:
+                    await self.sweep()
+            except Exception:  # a round's failure is counted and logged; the round stalls, alerted
+                log.exception("loss-sharing round %s failed", round_id)
+                self.runtime.counters["internal_error:rounds"] += 1
+
+    # -------------------------------------------------------------- phases
+    async def act(self, round_id: str) -> None:
+        message = self.messages.get(round_id)
+        if message is None:
+            await self.sweep()
+            return
+        rt = self.runtime
+        reports: list[dict[str, Any]] = []
+        if message["phase"] == "announce":
+            async with rt.publish_lock:
+                owned = sorted(rt.owned)
+                missing = [p for p in owned if rt.snapshot_commit(round_id, p) is None]
+                fresh = partition_snapshot(rt.params, rt.engine.accounts, message, rt.partition_of) if missing else {}
+                for p in missing:  # durable before its report (a new owner answers from it)
+                    await rt.write_snapshot(round_id, p, fresh.get(p, []), message["kind"])
+                if missing:
+                    await rt.flush()
+                for p in owned:
+                    commit = rt.snapshot_commit(round_id, p)
+                    reports.append(report_item(round_id, p, "announce", int(commit["total"]), commit["count"]))
+        else:
+            for p in sorted(rt.owned):
+                commit = rt.snapshot_commit(round_id, p)
+                if commit is None:
+                    log.error("round %s: no snapshot of partition %d to pay from", round_id, p)
+                    rt.counters["internal_error:rounds"] += 1
+                    continue
+                rows = rt.snapshot_rows(round_id, p, commit)
+                paid = count = 0
+                for start in range(0, len(rows), self.PAY_CHUNK):
+                    async with rt.publish_lock:
+                        if p not in rt.owned:
+                            break  # revoked meanwhile: the new owner pays (idempotently)
+                        events, chunk_paid, chunk_count = pay_partition(
+                            rt.params, rt.engine.accounts, message, rows[start:start + self.PAY_CHUNK],
+                            rt.engine.dirty)
+                        await rt.publish_now(events)  # claims durable first, then the events
+                    paid += chunk_paid
+                    count += chunk_count
+                    await asyncio.sleep(0)  # let ticks through
+                else:
+                    reports.append(report_item(round_id, p, "allocate", paid, count))
+        if reports:
+            await rt.send_reports(reports)
+
+    async def sweep(self) -> None:
+        """Drop the snapshots (and the accounts' memory) of rounds no longer in flight."""
+        rt = self.runtime
+        async with rt.publish_lock:
+            for round_id, p, commit in rt.snapshots_owned():
+                if round_id in self.messages:
+                    continue
+                forget_partition(rt.engine.accounts, round_id, rt.snapshot_rows(round_id, p, commit), rt.engine.dirty)
+                await rt.drop_snapshot(round_id, p, commit)
+
+    def stats(self) -> dict[str, Any]:
+        return {"rounds_seen_in_flight": len(self.messages), "round_queue": self.queue.qsize()}
