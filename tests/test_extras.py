@@ -66,7 +66,8 @@ def test_worker_modules_import_without_the_extras(tmp_path):
     assert done.stdout.splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("argv", [["topics", "--help"], ["worker", "--help"], ["replay", "--help"]])
+@pytest.mark.parametrize("argv", [["topics", "--help"], ["worker", "--help"], ["replay", "--help"],
+                                  ["simulate", "--help"]])
 def test_commands_of_a_production_install_run_without_the_extras(tmp_path, argv):
     done = run_hidden(tmp_path, "-m", "worker", *argv)
     assert done.returncode == 0, done.stderr

@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker replay|worker|demo|report``."""
+"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report``."""
 from __future__ import annotations
 
 import argparse
@@ -37,6 +37,10 @@ def _main(argv: list[str]) -> int:
         from .app import main_worker  # Faust takes over its own command line
 
         return main_worker(argv)
+    if argv and argv[0] == "simulate":
+        from .simulator import main_simulate
+
+        return main_simulate(argv[1:])
     if argv and argv[0] == "demo":
         from .demo import main_demo
 
@@ -55,6 +59,7 @@ def _main(argv: list[str]) -> int:
     topics.add_argument("--prefix", default=os.environ.get("RISK_TOPIC_PREFIX", ""))
     topics.add_argument("--partitions", type=int, default=int(os.environ.get("RISK_PARTITIONS", "4")))
     topics.add_argument("--replication-factor", type=int, default=1)
+    sub.add_parser("simulate", help="market simulator and matching-engine stand-in (see --help of `simulate`)")
     sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
     sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
     args = parser.parse_args(argv)
