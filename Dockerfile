@@ -13,6 +13,7 @@ COPY worker ./worker
 COPY topics ./topics
 COPY metrics ./metrics
 COPY examples ./examples
+# the worker's dependencies only: no extras (the embedded broker and matplotlib serve the demo, tests, report)
 RUN pip install . \
     && useradd --create-home --uid 10001 risk
 

@@ -30,12 +30,14 @@ from tests.fixtures import ROOT
 from tests.promql import metric_contract
 from topics.catalog import all_topics
 from worker.settings import SETTINGS
+from worker.simulator import CONNECTION_SETTINGS, SIM_SETTINGS, SimSettings
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA = ROOT / "tests" / "data" / "compose-spec.json"
 SCHEMA_SHA256 = "d549057ebc2925f39f62799eab0db7b9e2c18b35b6c00595199116da3ed10e64"
 SETTING_ENVS = {setting.env for setting in SETTINGS}
+SIMULATOR_ENVS = {setting.env for setting in (*CONNECTION_SETTINGS, *SIM_SETTINGS)}  # `python -m worker simulate`
 WORKERS = ("worker-1", "worker-2")
 IMAGE_SERVICES = ("topics", "web-token", "worker-1", "worker-2", "simulator")  # services running this project's image
 APP_DIR = "/app"  # WORKDIR of the Dockerfile
@@ -113,7 +115,7 @@ def test_schema_refuses_a_broken_compose_file(mutate):
 @pytest.mark.parametrize("service", IMAGE_SERVICES)
 def test_risk_env_vars_are_known_settings(service):
     used = {name for name in env(service) if name.startswith("RISK_")}
-    assert used - SETTING_ENVS == set()
+    assert used - (SIMULATOR_ENVS if service == "simulator" else SETTING_ENVS) == set()
 
 
 @pytest.mark.parametrize("service", IMAGE_SERVICES)
@@ -260,13 +262,11 @@ def test_bind_mount_sources_exist(service):
             assert source in compose()["volumes"], source
 
 
-def test_simulator_script_compiles_and_drives_the_market():
-    argv = command("simulator")
-    assert argv[:2] == ["python", "-c"]
-    code = compile(argv[2], "<simulator>", "exec")
-    assert "Market" in code.co_names
-    assert "$" not in argv[2]  # compose would interpolate it
-    assert 'int(os.environ["RISK_PARTITIONS"])' in argv[2]
+def test_simulator_runs_the_simulate_command_configured_by_its_variables():
+    assert command("simulator") == ["python", "-m", "worker", "simulate"]
+    sim = SimSettings.resolve(environ=env("simulator"))  # every value converts and is in range
+    assert (sim.accounts, sim.crash_at, sim.ticks, sim.duration, sim.record) == (5000, 60.0, 0, 0.0, "")
+    assert env("simulator")["RISK_BOOTSTRAP"] == env("worker-1")["RISK_BOOTSTRAP"]
 
 
 # ------------------------------------------------------------------------------------- Dockerfile
@@ -367,12 +367,12 @@ def test_compose_commands_run_against_a_broker(tmp_path):
                 assert done.returncode == 1 and done.stdout.startswith("ready: HTTP 401"), done.stdout + done.stderr
 
             sim_env = {**base_env, **env("simulator"), "RISK_BOOTSTRAP": broker.bootstrap,
-                       "SIM_ACCOUNTS": "400", "SIM_CRASH_AT_S": "3", "SIM_DURATION_S": "15"}
+                       "RISK_SIM_ACCOUNTS": "400", "RISK_SIM_CRASH_AT": "3", "RISK_SIM_DURATION": "15"}
             argv = command("simulator")
             sim = subprocess.run([sys.executable, *argv[1:]], cwd=ROOT, env=sim_env, capture_output=True,
                                  text=True, timeout=120)
             assert sim.returncode == 0, sim.stderr
-            assert re.search(r"simulator: 400 accounts, [1-9]\d* acknowledgements", sim.stdout), sim.stdout
+            assert re.search(r"simulator: 400 accounts, \d+ ticks, [1-9]\d* acknowledgements", sim.stdout), sim.stdout
 
             scraped = [scrape(port, token) for port in group.ports]
             assert group.alive() == [0, 1]
@@ -383,9 +383,8 @@ def test_compose_commands_run_against_a_broker(tmp_path):
     assert sum(s.get("risk_liquidations_total", 0) for s in scraped) > 0
 
 
-def test_readme_documents_every_worker_setting():
-    from worker.settings import SETTINGS
-
+@pytest.mark.parametrize("table", [SETTINGS, SIM_SETTINGS], ids=["worker", "simulator"])
+def test_readme_documents_every_setting(table):
     readme = (ROOT / "README.md").read_text()
-    missing = [s.env for s in SETTINGS if f"`{s.env}`" not in readme or f"`--{s.name.replace('_', '-')}`" not in readme]
+    missing = [s.env for s in table if f"`{s.env}`" not in readme or f"`--{s.name.replace('_', '-')}`" not in readme]
     assert missing == []

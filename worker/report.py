@@ -261,6 +261,9 @@ def format_summary(summary: Summary, source: str, read: Events) -> str:
 # ------------------------------------------------------------------------------------------- chart
 def write_chart(summary: Summary, out_path: str, title: str) -> None:
     """Four panels over event time, written as PNG with the Agg backend (no display, no pyplot state)."""
+    from .extras import charts
+
+    charts()  # the 'charts' extra (matplotlib); a one-line error without it
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -339,6 +342,9 @@ def write_chart(summary: Summary, out_path: str, title: str) -> None:
 
 # --------------------------------------------------------------------------------------------- CLI
 def main_report(argv: list[str] | None = None) -> int:
+    from .extras import charts
+
+    charts()  # every report draws the chart: say what to install before reading anything
     parser = argparse.ArgumentParser(
         prog="python -m worker report",
         description="Chart (PNG) and exact summary of replay output or a topic dump.")

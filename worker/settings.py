@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 if TYPE_CHECKING:
     from .kafka_security import KafkaSecurity
@@ -132,19 +132,26 @@ def _convert(setting: Setting, raw: str) -> object:
     return value
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    for setting in SETTINGS:
+def add_arguments(parser: argparse.ArgumentParser, table: Iterable[Setting] = SETTINGS) -> None:
+    for setting in table:
         parser.add_argument("--" + setting.name.replace("_", "-"), dest=setting.name, default=None,
                             help=f"{setting.help} [env {setting.env}, default {setting.default!r}]")
 
 
-def resolve(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> WorkerSettings:
-    """Flag, else environment variable, else default."""
+def resolve_values(table: Iterable[Setting], args: argparse.Namespace | None = None,
+                   environ: Mapping[str, str] | None = None) -> dict[str, object]:
+    """Each setting of ``table``: flag, else environment variable, else default."""
     environ = os.environ if environ is None else environ
     values = {}
-    for setting in SETTINGS:
+    for setting in table:
         flag = getattr(args, setting.name, None) if args is not None else None
         raw = flag if flag is not None else environ.get(setting.env)
         values[setting.name] = setting.default if raw is None else _convert(setting, str(raw))
+    return values
+
+
+def resolve(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> WorkerSettings:
+    """Flag, else environment variable, else default."""
+    values = resolve_values(SETTINGS, args, environ)
     assert {f.name for f in fields(WorkerSettings)} == set(values)
     return WorkerSettings(**values)

@@ -1,14 +1,31 @@
-"""Market simulator and matching-engine stand-in for the demo and the streaming benchmarks.
+"""Market simulator and matching-engine stand-in: `python -m worker simulate`, the demo, docker-compose.
 
-It plays the exchange: opens accounts, moves BTC/ETH marks (a random walk with a crash),
-publishes per-partition batches on `positions`, and acknowledges every liquidation it reads on
-`liquidations` with post-trade position and balance snapshots carrying the `liquidation_id`.
+It plays the exchange: opens accounts, moves BTC/ETH marks (a random walk with a crash), publishes
+per-partition batches on `positions`, and acknowledges every liquidation it reads on `liquidations`
+with post-trade position and balance snapshots carrying the `liquidation_id`.
+
+Time is counted in ticks. Tick 0 publishes the opening marks and the accounts; tick k ≥ 1 moves the
+marks, at event time `ts` = opening + k × int(1000 / tick_hz) ms, one tick per 1/tick_hz s of wall
+clock. The crash starts at tick round(crash_at × tick_hz) and lasts round(crash_s × tick_hz) ticks,
+so the seed and the settings fix every trader and every mark whatever the machine's speed; only the
+acknowledgements depend on the workers. The run ends after `ticks` ticks, after `duration` seconds,
+or on SIGINT/SIGTERM (0: no limit) — liquidations published after its last tick stay unacknowledged.
+
+`--record FILE` also writes every message it produces, in the order produced, as replay JSON Lines
+(SPEC §7: `{"topic", "key", "value"}`, topic names without the prefix), so that a run can be replayed
+offline with `python -m worker replay FILE`.
 """
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import dataclasses
 import random
+import signal
+import sys
 from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Iterator
 
 from aiokafka import AIOKafkaProducer
 
@@ -16,8 +33,68 @@ from topics.codec import decode, encode
 
 from .app import partition_for
 from .kafka_security import KafkaSecurity, new_consumer, new_producer
+from .settings import SETTINGS, Setting, WorkerSettings, add_arguments, resolve, resolve_values
 
 SYMBOLS = {"BTC-PERP": (1, 3), "ETH-PERP": (2, 2)}  # price decimals, size decimals (examples/params.toml)
+
+# The worker's settings the simulator shares: where the cluster is, how to log in, how topics are named
+# and partitioned (positions are batched per partition, with the workers' partition count).
+CONNECTION_SETTINGS: tuple[Setting, ...] = tuple(
+    s for s in SETTINGS
+    if s.name in ("bootstrap", "topic_prefix", "partitions") or s.name.startswith(("security_", "sasl_", "ssl_")))
+
+SIM_SETTINGS: tuple[Setting, ...] = (
+    Setting("accounts", "RISK_SIM_ACCOUNTS", 5_000, "traders opened at tick 0"),
+    Setting("seed", "RISK_SIM_SEED", 42, "random seed: same seed and settings, same traders and marks"),
+    Setting("tick_hz", "RISK_SIM_TICK_HZ", 10.0, "mark ticks per second (event time advances 1/tick-hz s a tick)"),
+    Setting("crash_at", "RISK_SIM_CRASH_AT", 15.0, "simulated second (tick / tick-hz) at which the crash starts"),
+    Setting("crash_pct", "RISK_SIM_CRASH_PCT", 9.0, "fall of the marks over the crash, percent (even share per tick)"),
+    Setting("crash_s", "RISK_SIM_CRASH_S", 6.0, "how long the crash lasts, simulated seconds"),
+    Setting("ticks", "RISK_SIM_TICKS", 0, "stop after this many ticks (0: no limit)"),
+    Setting("duration", "RISK_SIM_DURATION", 0.0, "stop after this many seconds of wall clock (0: no limit)"),
+    Setting("record", "RISK_SIM_RECORD", "", "also write every message produced to this file as replay JSON Lines"),
+)
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    accounts: int
+    seed: int
+    tick_hz: float
+    crash_at: float
+    crash_pct: float
+    crash_s: float
+    ticks: int
+    duration: float
+    record: str
+
+    @classmethod
+    def resolve(cls, args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> "SimSettings":
+        """Flag, else environment variable (RISK_SIM_*), else default; refused when out of range."""
+        settings = cls(**resolve_values(SIM_SETTINGS, args, environ))
+        problems = [text for bad, text in (
+            (settings.accounts < 0, "--accounts must be ≥ 0"),
+            (settings.tick_hz <= 0, "--tick-hz must be > 0"),
+            (settings.crash_at < 0, "--crash-at must be ≥ 0"),
+            (not 0 <= settings.crash_pct < 100, "--crash-pct must be in [0, 100)"),
+            (settings.crash_s <= 0, "--crash-s must be > 0"),
+            (settings.ticks < 0, "--ticks must be ≥ 0"),
+            (settings.duration < 0, "--duration must be ≥ 0"),
+        ) if bad]
+        if problems:
+            raise SystemExit("error: " + "; ".join(problems))
+        return settings
+
+
+def connection(args: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> WorkerSettings:
+    """The connection settings (flag, else RISK_* variable, else default); the worker's others at their defaults."""
+    return dataclasses.replace(resolve(environ={}), **resolve_values(CONNECTION_SETTINGS, args, environ))
+
+
+def client_settings(settings: WorkerSettings) -> tuple[str, KafkaSecurity]:
+    """The one place the simulator's Kafka clients (producer and consumer) get their connection settings:
+    the worker's bootstrap and security (worker/kafka_security.py)."""
+    return settings.bootstrap, settings.security
 
 
 def fmt(units: int, decimals: int) -> str:
@@ -36,19 +113,33 @@ class SimAccount:
 
 class Market:
     def __init__(self, bootstrap: str, prefix: str = "", partitions: int = 4, accounts: int = 5_000,
-                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, tick_hz: float = 10.0,
-                 security: KafkaSecurity | None = None) -> None:
+                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, crash_s: float = 6.0,
+                 tick_hz: float = 10.0, record: BinaryIO | None = None, security: KafkaSecurity | None = None) -> None:
         self.bootstrap, self.prefix, self.partitions = bootstrap, prefix, partitions
         self.security = KafkaSecurity.from_env() if security is None else security  # RISK_* by default
         self.rng = random.Random(seed)
         self.n_accounts = accounts
-        self.crash_at_s, self.crash_pct, self.tick_hz = crash_at_s, crash_pct, tick_hz
+        self.crash_pct, self.tick_hz = crash_pct, tick_hz
+        self.crash_start = max(1, round(crash_at_s * tick_hz))  # first tick of the crash
+        self.crash_ticks = max(1, round(crash_s * tick_hz))
         self.accounts: dict[str, SimAccount] = {}
         self.marks = {"BTC-PERP": 650_000, "ETH-PERP": 320_000}  # 65 000.0 and 3 200.00
         self.mark_seq = {s: 0 for s in SYMBOLS}
         self.ts = 1_700_000_000_000
+        self.tick = 0
         self.acks = 0
+        self.sent = 0  # messages produced
+        self.failed: list[BaseException] = []  # deliveries the broker refused (after the producer's retries)
+        self.record = record
+        self._send_lock = asyncio.Lock()  # the record's order is the order messages were handed to the producer
         self.producer: AIOKafkaProducer | None = None
+
+    @classmethod
+    def from_settings(cls, conn: WorkerSettings, sim: SimSettings, record: BinaryIO | None = None) -> "Market":
+        bootstrap, security = client_settings(conn)
+        return cls(bootstrap, conn.topic_prefix, conn.partitions, accounts=sim.accounts, seed=sim.seed,
+                   crash_at_s=sim.crash_at, crash_pct=sim.crash_pct, crash_s=sim.crash_s, tick_hz=sim.tick_hz,
+                   record=record, security=security)
 
     def topic(self, name: str) -> str:
         return self.prefix + name
@@ -61,25 +152,36 @@ class Market:
         if self.producer is not None:
             await self.producer.stop()
 
-    async def send_marks(self) -> None:
+    async def send(self, topic: str, key: str, value: Any, partition: int | None = None) -> None:
+        """Produce one message (`topic` without the prefix) and, with a record file, write it there too."""
         assert self.producer is not None
+        async with self._send_lock:
+            delivery = await self.producer.send(self.topic(topic), encode(value), key=key.encode(), partition=partition)
+            delivery.add_done_callback(self._delivered)
+            self.sent += 1
+            if self.record is not None:
+                self.record.write(encode({"topic": topic, "key": key, "value": value}) + b"\n")
+
+    def _delivered(self, delivery: asyncio.Future) -> None:
+        if not delivery.cancelled() and delivery.exception() is not None:
+            self.failed.append(delivery.exception())
+
+    async def send_marks(self) -> None:
         for symbol, ticks in self.marks.items():
             self.mark_seq[symbol] += 1
             value = {"symbol": symbol, "mark_price": fmt(ticks, SYMBOLS[symbol][0]), "ts": self.ts,
                      "seq": self.mark_seq[symbol]}
-            await self.producer.send(self.topic("mark-prices"), encode(value), key=symbol.encode())
+            await self.send("mark-prices", symbol, value)
 
     async def send_positions(self, events_by_account: dict[str, list[dict]]) -> None:
         """One batch message per partition (SPEC §6: a batch holds accounts of its partition only)."""
-        assert self.producer is not None
         batches: dict[int, list[dict]] = {}
         for account_id, events in events_by_account.items():
             batches.setdefault(partition_for(account_id.encode(), self.partitions), []).extend(events)
         for partition, events in sorted(batches.items()):
             for start in range(0, len(events), 500):
                 chunk = events[start:start + 500]
-                await self.producer.send(self.topic("positions"), encode(chunk), key=chunk[0]["account_id"].encode(),
-                                         partition=partition)
+                await self.send("positions", chunk[0]["account_id"], chunk, partition=partition)
 
     def _snapshot(self, account: SimAccount, symbol: str, liquidation_id: str | None = None) -> dict:
         lots, entry = account.positions.get(symbol, (0, 0))
@@ -117,10 +219,13 @@ class Market:
             events[account.account_id] = [self._balance(account), self._snapshot(account, symbol)]
         await self.send_positions(events)
 
-    def step_marks(self, elapsed_s: float) -> None:
-        crashing = self.crash_at_s <= elapsed_s < self.crash_at_s + 6
+    def crashing(self) -> bool:
+        return self.crash_start <= self.tick < self.crash_start + self.crash_ticks
+
+    def step_marks(self) -> None:
+        crashing = self.crashing()
         for symbol in self.marks:
-            drift = -self.crash_pct / 100 / (6 * self.tick_hz) if crashing else 0.0
+            drift = -self.crash_pct / 100 / self.crash_ticks if crashing else 0.0
             shock = self.rng.gauss(0, 0.0004)
             self.marks[symbol] = max(1, int(self.marks[symbol] * (1 + drift + shock)))
 
@@ -138,20 +243,39 @@ class Market:
                 events[account.account_id] = [self._snapshot(account, symbol)]
         await self.send_positions(events)
 
-    async def run(self, stop: asyncio.Event, started: float) -> None:
-        loop = asyncio.get_running_loop()
+    async def run(self, stop: asyncio.Event, ticks: int = 0) -> None:
+        """Tick 0 (opening marks, accounts), then one tick per 1/tick_hz s until `stop` or tick `ticks` (0: none)."""
         await self.send_marks()
         await self.open_accounts()
-        while not stop.is_set():
+        while not stop.is_set() and not (ticks and self.tick >= ticks):
+            self.tick += 1
             self.ts += int(1000 / self.tick_hz)
-            self.step_marks(loop.time() - started)
+            self.step_marks()
             await self.send_marks()
             if self.rng.random() < 0.3:
                 await self.churn(20)
+            if ticks and self.tick >= ticks:
+                break
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1 / self.tick_hz)
             except asyncio.TimeoutError:
                 pass
+
+    async def drive(self, stop: asyncio.Event, ticks: int = 0, duration_s: float = 0.0) -> None:
+        """The market and, beside it, the matching engine, until `stop`, `ticks` ticks or `duration_s` seconds
+        (0: no limit). Either of them failing stops both and raises."""
+        timer = asyncio.get_running_loop().call_later(duration_s, stop.set) if duration_s > 0 else None
+        tasks = [asyncio.create_task(self.run(stop, ticks)), asyncio.create_task(self.acknowledge(stop))]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.set()
+            if timer is not None:
+                timer.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def acknowledge(self, stop: asyncio.Event) -> None:
         """The matching engine: fill each liquidation and acknowledge it on `positions`."""
@@ -193,3 +317,60 @@ class Market:
                     await self.send_positions(events)
         finally:
             await consumer.stop()
+
+
+# --------------------------------------------------------------------------------------------- CLI
+@contextlib.contextmanager
+def open_record(path: str) -> Iterator[BinaryIO | None]:
+    """The `--record` file (truncated), or None without one."""
+    if not path:
+        yield None
+        return
+    try:
+        handle = open(path, "wb")
+    except OSError as exc:
+        raise SystemExit(f"error: cannot write {path}: {exc}") from None
+    with handle:
+        yield handle
+
+
+def summary(market: Market, record: str = "") -> str:
+    return (f"simulator: {len(market.accounts)} accounts, {market.tick} ticks, {market.acks} acknowledgements, "
+            f"{market.sent} messages" + (f", recorded in {record}" if record else ""))
+
+
+async def run_simulator(conn: WorkerSettings, sim: SimSettings) -> Market:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with open_record(sim.record) as record:
+        market = Market.from_settings(conn, sim, record)
+        print(f"simulator: {sim.accounts} traders on {conn.bootstrap} (prefix {conn.topic_prefix!r}, "
+              f"{conn.partitions} partitions), {sim.tick_hz:g} ticks/s, crash of {sim.crash_pct:g} % from tick "
+              f"{market.crash_start} for {market.crash_ticks} ticks", flush=True)
+        await market.start()
+        try:
+            await market.drive(stop, sim.ticks, sim.duration)
+        finally:
+            await market.stop()
+    return market
+
+
+def main_simulate(argv: list[str]) -> int:
+    """``python -m worker simulate [flags]``: the market and matching engine against a Kafka cluster."""
+    parser = argparse.ArgumentParser(
+        prog="python -m worker simulate",
+        description="Market simulator and matching-engine stand-in: traders, BTC/ETH marks with a crash, "
+                    "acknowledgement of every liquidation. Every setting is a flag, a RISK_* variable or the default.")
+    add_arguments(parser.add_argument_group("cluster (the worker's settings)"), CONNECTION_SETTINGS)
+    add_arguments(parser.add_argument_group("simulation"), SIM_SETTINGS)
+    args = parser.parse_args(argv)
+    conn, sim = connection(args), SimSettings.resolve(args)
+    market = asyncio.run(run_simulator(conn, sim))
+    print(summary(market, sim.record), flush=True)
+    if market.failed:
+        print(f"error: {len(market.failed)} of {market.sent} messages were not delivered: {market.failed[0]!r}",
+              file=sys.stderr)
+        return 1
+    return 0
