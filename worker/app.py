@@ -46,12 +46,6 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
-def security_kwargs(settings: WorkerSettings) -> dict[str, Any]:
-    """The aiokafka client kwargs of the worker's Kafka security (worker/kafka_security.py, the one
-    place they come from); prefer its new_producer / new_consumer / new_admin."""
-    return settings.security.client_kwargs()
-
-
 class Runtime:
     """Everything one worker process holds besides the Faust machinery."""
 
