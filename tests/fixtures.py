@@ -195,3 +195,32 @@ def cascade_scenario(accounts: int = 300, ticks: int = 40, seed: int = 11) -> tu
         cascade.append({"topic": "mark-prices", "key": "BTC-PERP",
                         "value": mark("BTC-PERP", f"{price // 10}.{price % 10}", t0 + 1000 * (k + 1), k + 2)})
     return jsonl(setup), jsonl(cascade)
+
+
+def sharing_scenario(accounts: int = 40, seed: int = 5) -> tuple[str, list[bytes]]:
+    """(params TOML, replay lines) of a BTC crash with loss sharing on: 20× longs go bankrupt at
+    −6 %, 12× longs are liquidated solvent at −8 % (their penalties credit the fund, which then
+    repays claims), shorts at 3–8× win and pay the haircuts; every few ticks a round can run."""
+    import random
+
+    rng = random.Random(seed)
+    params = params_toml(mode="full", initial_balance="50", floor="0", liquidator_ppm=500_000,
+                         btc_penalty='{model = "flat", min_ppm = 3000}',
+                         extra='[loss_sharing]\nmode = "haircut"\nrepay_above = "10"\nround_interval_ms = 0')
+    t0 = SHARING_T0
+    lines = [{"topic": "mark-prices", "key": "BTC-PERP", "value": mark("BTC-PERP", "20000.0", t0, 1)}]
+    for i in range(accounts):
+        kind = ("L", "M", "S", "S")[i % 4]
+        account = f"{kind}-{i:04d}"
+        lots = rng.randint(200, 2_000)
+        leverage = {"L": 20, "M": 12}.get(kind) or rng.randint(3, 8)
+        collateral = 20_000 * lots // 1000 // leverage + 1
+        size = lots if kind != "S" else -lots
+        extra = {"margin_mode": "isolated", "isolated_margin": str(collateral)} if i % 7 == 3 else {}
+        lines.append({"topic": "positions", "key": account, "value": [
+            balance(account, str(collateral), 1, t0 + 1),
+            position(account, "BTC-PERP", f"{size / 1000:.3f}", "20000.0", 2, t0 + 1, **extra)]})
+    for k, price in enumerate(["18800.0", "18800.0", "18400.0", "18400.0", "18300.0", "18300.0", "18200.0",
+                               "18200.0", "18100.0"], start=2):
+        lines.append({"topic": "mark-prices", "key": "BTC-PERP", "value": mark("BTC-PERP", price, t0 + 1000 * k, k)})
+    return params, jsonl(lines)

@@ -72,6 +72,7 @@ class Runtime:
         self.coordinator: RoundCoordinator | None = None
         self.participant = RoundParticipant(self) if self.sharing else None
         self.snapshots_table: Any = None
+        self.fund_next_offset = 0  # the fund agent applied `insurance-requests` up to here
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
 
     def stats(self) -> dict[str, Any]:
@@ -83,7 +84,8 @@ class Runtime:
             "accounts": len(self.engine.accounts),
             "fund_balance_units": None if self.ledger is None else self.ledger.fund.balance_units,
             "ready": self.readiness()["ready"],
-            "coordinator": None if self.coordinator is None else self.coordinator.stats(),
+            "coordinator": None if self.coordinator is None else {**self.coordinator.stats(),
+                                                                  "next_offset": self.fund_next_offset},
             "participant": None if self.participant is None else self.participant.stats(),
         }
 
@@ -461,6 +463,7 @@ class Runtime:
         await flush_now(self.app.producer)  # the ledger is durable before anything depends on it
         await self._send(outputs)
         await flush_now(self.app.producer)
+        self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
 

@@ -162,9 +162,12 @@ async def feed_phase(bootstrap: str, records: list[tuple[str, bytes | None, byte
 
 
 async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, bytes]], web_ports: list[int],
-                        prefix: str = "", timeout_s: float = 60.0, security: KafkaSecurity | None = None) -> None:
+                        prefix: str = "", timeout_s: float = 60.0, security: KafkaSecurity | None = None,
+                        rounds: bool = False) -> None:
     """Produce one record at a time and wait until the workers consumed it: every worker reads
-    every mark message, one worker reads each positions message. Gives replay's interleaving."""
+    every mark message, one worker reads each positions message. Gives replay's interleaving.
+    ``rounds``: after each mark message also wait until the fund's coordinator applied every
+    request and no loss-sharing round is in flight (replay completes a round at its tick)."""
     producer = new_producer(bootstrap, security, acks="all")
     await producer.start()
     marks = positions = 0
@@ -175,11 +178,36 @@ async def feed_lockstep(bootstrap: str, records: list[tuple[str, bytes | None, b
             if topic == prefix + "mark-prices":
                 marks += 1
                 await wait_for(lambda: min(consumed(web_ports)[0]) >= marks, timeout_s, f"mark message {marks}")
+                if rounds:
+                    await rounds_settled(bootstrap, web_ports, prefix, timeout_s, security)
             else:
                 positions += 1
                 await wait_for(lambda: consumed(web_ports)[1] >= positions, timeout_s, f"positions message {positions}")
     finally:
         await producer.stop()
+
+
+async def rounds_settled(bootstrap: str, web_ports: list[int], prefix: str = "", timeout_s: float = 60.0,
+                         security: KafkaSecurity | None = None) -> None:
+    """Wait until the coordinator applied `insurance-requests` to its end and no round is in flight."""
+    consumer = new_consumer(bootstrap, security=security, group_id=None)
+    await consumer.start()
+    tp = TopicPartition(prefix + "insurance-requests", 0)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            end = (await consumer.end_offsets([tp]))[tp]
+            coordinators = [s["coordinator"] for s in (fetch_stats(p) for p in web_ports)
+                            if s and s.get("coordinator")]
+            if any(c["next_offset"] >= end and c["rounds_in_flight"] == 0 for c in coordinators):
+                # the end may have moved while we looked (a report): settled only if it did not
+                if (await consumer.end_offsets([tp]))[tp] == end:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"rounds not settled after {timeout_s}s: {coordinators}")
+            await asyncio.sleep(0.05)
+    finally:
+        await consumer.stop()
 
 
 class WorkerGroup:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any
 
@@ -180,14 +181,13 @@ class RoundCoordinator:
         out: list[Output] = []
         if record["kind"] == "haircut":
             deficit = int(record["deficit"])
-            carried = self.book.settle_round(record["symbol"], record["loss_side"], deficit, paid)
+            self.book.settle_round(record["symbol"], record["loss_side"], deficit, paid)
             self.claims_units += paid
             out.append(Output("loss-sharing", record["symbol"], haircut_round_event(
                 params, round_id=round_id, ts=record["ts"], symbol=record["symbol"], loss_side=record["loss_side"],
                 mark_seq=record["mark_seq"], mark_ticks=record["mark"], deficit_before_units=deficit,
                 eligible_weight_units=total, shared_units=amount, paid_units=paid,
-                carried_units=deficit - paid)))
-            del carried
+                carried_units=deficit - paid, haircuts=count)))
         else:
             if paid > amount:
                 raise SharingError(f"repayment round {round_id} paid {paid} of {amount}")
@@ -276,6 +276,12 @@ class RoundParticipant:
         self.messages: dict[str, dict[str, Any]] = {}  # rounds in flight: latest broadcast
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Future | None = None
+        # fault injection for the kill -9 tests only: "<phase>:<seconds>" holds this process the
+        # first time it acts on a round in that phase (tests/test_broker_sharing.py)
+        pause = os.environ.get("RISK_TEST_ROUND_PAUSE", "")
+        self._pause_phase, _, seconds = pause.partition(":")
+        self._pause_s = float(seconds or 0)
+        self._paused: set[str] = set()
 
     # ----------------------------------------------------------- broadcast
     def on_message(self, message: dict[str, Any]) -> None:
@@ -317,6 +323,14 @@ class RoundParticipant:
             await self.sweep()
             return
         rt = self.runtime
+        if message["phase"] == self._pause_phase and round_id not in self._paused:
+            self._paused.add(round_id)
+            log.warning("RISK_TEST_ROUND_PAUSE: holding round %s in %s for %.1f s", round_id, message["phase"],
+                        self._pause_s)
+            await asyncio.sleep(self._pause_s)
+            message = self.messages.get(round_id)
+            if message is None:
+                return
         reports: list[dict[str, Any]] = []
         if message["phase"] == "announce":
             async with rt.publish_lock:
