@@ -20,7 +20,10 @@ METRIC_NAMES = (
     "risk_pending_liquidations", "risk_reliquidations_total", "risk_guard_trips_total",
     "risk_tick_evaluations", "risk_mark_age_seconds", "risk_input_to_allocation_latency_seconds",
     "risk_consumer_lag_messages", "risk_owned_partitions",
+    "risk_loss_deficit_units", "risk_loss_claims_units", "risk_loss_rounds_total", "risk_loss_shared_units_total",
+    "risk_loss_round_duration_seconds", "risk_loss_rounds_in_flight", "risk_loss_round_oldest_seconds",
 )
+ROUND_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def _units(text: str) -> int:
@@ -64,6 +67,18 @@ class WorkerMetrics:
         self.lag = Gauge("risk_consumer_lag_messages", "High watermark minus next offset", ["topic", "partition"],
                          registry=r)
         self.owned = Gauge("risk_owned_partitions", "positions partitions owned by this worker", registry=r)
+        # loss sharing (SPEC §5.1, §5.2): reported by the worker that holds the fund's coordinator
+        self.deficit = Gauge("risk_loss_deficit_units", "Socialized loss not yet shared out, per symbol and loss side",
+                             ["symbol", "side"], registry=r)
+        self.claims = Gauge("risk_loss_claims_units", "Claims outstanding (haircuts not yet repaid)", registry=r)
+        self.rounds = Counter("risk_loss_rounds_total", "Loss-sharing rounds completed", ["kind"], registry=r)
+        self.shared = Counter("risk_loss_shared_units_total", "Haircuts paid (kind=haircut) and claims repaid "
+                              "(kind=repay), settlement minor units", ["kind"], registry=r)
+        self.round_duration = Histogram("risk_loss_round_duration_seconds", "Round announced → summary published",
+                                        ["kind"], buckets=ROUND_BUCKETS_S, registry=r)
+        self.rounds_in_flight = Gauge("risk_loss_rounds_in_flight", "Rounds announced and not yet done", registry=r)
+        self.round_oldest = Gauge("risk_loss_round_oldest_seconds",
+                                  "Age of the oldest round in flight (a stalled partition keeps it growing)", registry=r)
         self._seen: dict[str, float] = {}
 
     # ----------------------------------------------------------- observations
@@ -75,6 +90,10 @@ class WorkerMetrics:
                 self.observe_allocation(value)
             elif kind == "dead_letter":
                 self.dead_letters.labels(value["error"]["code"]).inc()
+            elif kind in ("haircut_round", "repayment_round"):
+                round_kind = "haircut" if kind == "haircut_round" else "repay"
+                self.rounds.labels(round_kind).inc()
+                self.shared.labels(round_kind).inc(_units(value["paid"]))
 
     def observe_allocation(self, value: dict) -> None:
         scope = "cross" if value["scope"] == "cross" else "isolated"
@@ -105,6 +124,22 @@ class WorkerMetrics:
                 self._mirror(key, count, self.guard_trips.labels(key.split(":", 1)[1]))
         for symbol, mark in engine.marks.items():
             self.mark_age.labels(symbol).set(max(0, engine.newest_ts - mark.ts) / 1000)
+        coordinator = getattr(runtime, "coordinator", None)
+        if coordinator is not None and runtime.owns_fund():
+            stats = coordinator.stats()
+            self.deficit.clear()
+            for (symbol, side), units in coordinator.book.deficits.items():
+                self.deficit.labels(symbol, side).set(units)
+            self.claims.set(coordinator.claims_units)
+            self.rounds_in_flight.set(stats["rounds_in_flight"])
+            self.round_oldest.set(stats["oldest_round_s"])
+            for round_kind, seconds in coordinator.take_durations():
+                self.round_duration.labels(round_kind).observe(seconds)
+        else:  # another worker holds the coordinator: report nothing rather than a stale copy
+            self.deficit.clear()
+            self.claims.set(0)
+            self.rounds_in_flight.set(0)
+            self.round_oldest.set(0)
 
     def _mirror(self, key: str, total: float, counter: Any) -> None:
         delta = total - self._seen.get(key, 0)

@@ -31,6 +31,8 @@ EXPECTED = {
     "ConsumerLagHigh": ("risk_consumer_lag_messages > 10000", "2m", "warning"),
     "DeadLettersHigh": ("sum(rate(risk_dead_letters_total[5m])) > 1", None, "warning"),
     "Reliquidation": ("increase(risk_reliquidations_total[10m]) > 0", None, "warning"),
+    "LossDeficitUnshared": ("risk_loss_deficit_units > 1000000", "10m", "warning"),
+    "LossRoundStalled": ("risk_loss_round_oldest_seconds > 60", "1m", "critical"),
     "UnpublishableOutput": ('increase(risk_dead_letters_total{reason="unpublishable_output"}[5m]) > 0', None,
                             "critical"),
     "RiskWorkerDown": ('up{job="risk-worker"} == 0', "1m", "critical"),

@@ -342,6 +342,11 @@ class Runtime:
             self.participant.catch_up()
             self.participant.start()
 
+    def owns_fund(self) -> bool:
+        """This worker holds the fund agent's partition (and so the live coordinator)."""
+        topic = self.settings.topic("insurance-requests")
+        return any(tp.topic == topic for tp in self.app.consumer.assignment())
+
     # ------------------------------------------------- loss-sharing snapshots
     # A partition's snapshot for a round lives in the `round-snapshots` table, in the changelog
     # partition of that positions partition: chunks "<round>|<p>|<i>", then the commit "<round>|<p>"

@@ -60,6 +60,7 @@ class RoundCoordinator:
         self.due: dict[str, list[Any]] = {}  # symbol → [seq, sides, repay] decided at "begin"
         self.inflight: dict[str, dict[str, Any]] = {}
         self.started_at: dict[str, float] = {}  # round id → monotonic start (metrics only, not state)
+        self.durations: list[tuple[str, float]] = []  # (kind, seconds) of finished rounds, for metrics
         if state is not None:
             self.load(state)
 
@@ -201,8 +202,15 @@ class RoundCoordinator:
                 params, round_id=round_id, ts=record["ts"], balance_before_units=int(record["balance_before"]),
                 claims_before_units=total, budget_units=amount, paid_units=paid, claimants=count)))
         del self.inflight[round_id]
+        started = self.started_at.pop(round_id, None)
+        if started is not None:
+            self.durations.append((record["kind"], time.monotonic() - started))
         out.append(broadcast(round_id, record, "done"))
         return out
+
+    def take_durations(self) -> list[tuple[str, float]]:
+        durations, self.durations = self.durations, []
+        return durations
 
     def stats(self) -> dict[str, Any]:
         now = time.monotonic()
