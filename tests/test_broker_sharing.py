@@ -24,6 +24,7 @@ from worker.core.engine import Engine
 from worker.core.params import parse_params
 from worker.harness import WorkerGroup, feed_lockstep, feed_phase, fetch_stats, read_topics, scenario_records, wait_for
 from worker.replay import replay_lines
+from tests.test_broker import scrape
 
 pytestmark = pytest.mark.broker
 _names = itertools.count()
@@ -58,7 +59,8 @@ def test_one_worker_in_lockstep_publishes_exactly_replays_loss_sharing_events(br
     params_text, lines = sharing_scenario()
     params_path = tmp_path / "params.toml"
     params_path.write_text(params_text)
-    replayed = list(replay_lines(lines, Engine(parse_params(params_text.encode()))))
+    engine = Engine(parse_params(params_text.encode()))
+    replayed = list(replay_lines(lines, engine))
     expected = sorted(orjson.dumps(o.value) for o in replayed if o.topic == "loss-sharing")
     expected_fund = sorted(orjson.dumps(o.value) for o in replayed if o.topic == "insurance-fund")
     kinds = Counter(orjson.loads(v)["type"] for v in expected)
@@ -69,11 +71,22 @@ def test_one_worker_in_lockstep_publishes_exactly_replays_loss_sharing_events(br
         asyncio.run(feed_lockstep(broker.bootstrap, scenario_records(lines, prefix), group.ports, prefix, rounds=True))
         found = read(broker, prefix, lambda f: len(f["loss-sharing"]) >= len(expected))
         assert group.recovery_errors() == []
+        samples = scrape(group.ports[0])
     got = sorted(orjson.dumps(v) for v in found["loss-sharing"])
     assert got == expected  # byte for byte, event for event
     assert sorted(orjson.dumps(v) for v in found["insurance-fund"]) == expected_fund
     for value in found["loss-sharing"]:
         validate_event(value)
+    # the coordinator's metrics move with the rounds (metrics/__init__.py)
+    summaries = [orjson.loads(v) for v in expected if orjson.loads(v)["type"].endswith("_round")]
+    for kind, event_type in (("haircut", "haircut_round"), ("repay", "repayment_round")):
+        ours = [e for e in summaries if e["type"] == event_type]
+        assert samples[("risk_loss_rounds_total", (("kind", kind),))] == len(ours)
+        assert samples[("risk_loss_shared_units_total", (("kind", kind),))] == sum(units(e["paid"]) for e in ours)
+    assert samples[("risk_loss_claims_units", ())] == engine.claims_units
+    assert samples[("risk_loss_deficit_units", (("side", "long"), ("symbol", "BTC-PERP")))] == \
+        engine.deficits.deficit("BTC-PERP", "long")
+    assert samples[("risk_loss_rounds_in_flight", ())] == 0
 
 
 def every_round_summarized(found: dict) -> bool:
