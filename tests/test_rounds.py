@@ -1,0 +1,109 @@
+"""The rounds' coordinator as a state machine (worker/rounds.py), without a broker: tick markers,
+reports applied once, phases, conservation, atomicity. The broker tier runs the same code
+(tests/test_broker_sharing.py)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.fixtures import make_params
+from worker.core.fund import FundLedger
+from worker.core.sharing import haircut_round_id, repayment_round_id, tick_marker
+from worker.rounds import RoundCoordinator, report_item
+
+PARAMS = make_params(initial_balance="100", floor="40",
+                     extra='[loss_sharing]\nmode = "haircut"\nrepay_above = "40"\nround_interval_ms = 1000')
+T = 1_700_000_000_000
+
+
+def coordinator(deficit: int = 0, partitions: int = 2) -> RoundCoordinator:
+    ledger = FundLedger(PARAMS)
+    ledger.deficits.record("BTC-PERP", "long", deficit)
+    return RoundCoordinator(PARAMS, ledger, partitions)
+
+
+def tick(c: RoundCoordinator, seq: int, ts: int, usable: bool = True) -> list:
+    return (c.apply(tick_marker("begin", "BTC-PERP", seq, ts, 189_000))
+            + c.apply(tick_marker("end", "BTC-PERP", seq, ts, 189_000, usable)))
+
+
+def kinds(outputs) -> list[tuple[str, str]]:
+    return [(o.topic, o.value.get("phase") or o.value["type"]) for o in outputs]
+
+
+def test_a_haircut_round_in_two_phases_with_reports_applied_once():
+    c = coordinator(deficit=40_000_000)
+    out = tick(c, 2, T)
+    rid = haircut_round_id("BTC-PERP", "long", 0)
+    assert kinds(out) == [("loss-rounds", "announce")] and out[0].key == rid
+    # W = 1 100 + 330 USD from two partitions; a duplicate report of partition 0 is ignored
+    assert c.apply(report_item(rid, 0, "announce", 1_100_000_000, 1)) == []
+    assert c.apply(report_item(rid, 0, "announce", 999, 9)) == []
+    out = c.apply(report_item(rid, 1, "announce", 330_000_000, 2))
+    assert kinds(out) == [("loss-rounds", "allocate")]
+    assert (out[0].value["total"], out[0].value["amount"]) == ("1430000000", "40000000")  # A = min(40, 1 430) USD
+    # a late announce report, or one for the wrong phase, changes nothing
+    assert c.apply(report_item(rid, 1, "announce", 5, 5)) == []
+    assert c.apply(report_item(rid, 0, "allocate", 30_769_230, 1)) == []
+    out = c.apply(report_item(rid, 1, "allocate", 9_230_768, 2))
+    assert kinds(out) == [("loss-sharing", "haircut_round"), ("loss-rounds", "done")]
+    summary = out[0].value
+    assert (summary["paid"], summary["carried"], summary["haircuts"]) == ("39.999998", "0.000002", 3)
+    assert c.book.deficit("BTC-PERP", "long") == 2 and c.claims_units == 39_999_998
+    assert c.inflight == {} and c.apply(report_item(rid, 1, "allocate", 1, 1)) == []  # done: nothing more
+
+
+def test_the_deficit_before_the_tick_decides_and_a_duplicate_marker_starts_nothing():
+    c = coordinator(deficit=0)
+    c.apply(tick_marker("begin", "BTC-PERP", 2, T, 189_000))
+    c.book.record("BTC-PERP", "long", 7)  # the tick's own bankruptcy: no round at this tick
+    assert c.apply(tick_marker("end", "BTC-PERP", 2, T, 189_000)) == []
+    assert kinds(tick(c, 3, T + 1000)) == [("loss-rounds", "announce")]  # the next tick
+    assert tick(c, 3, T + 1000) == []  # the same tick from a second emitter
+    assert tick(c, 4, T + 5000) == []  # a round of the pair is in flight
+
+
+def test_an_unusable_tick_and_the_round_interval_hold_rounds_back():
+    c = coordinator(deficit=5)
+    assert tick(c, 2, T, usable=False) == []  # a jumped, unconfirmed mark
+    rid = haircut_round_id("BTC-PERP", "long", 0)
+    assert kinds(tick(c, 3, T)) == [("loss-rounds", "announce")]
+    c.apply(report_item(rid, 0, "announce", 0, 0))
+    out = c.apply(report_item(rid, 1, "announce", 0, 0))  # W = 0: A = 0, done at once
+    assert kinds(out) == [("loss-sharing", "haircut_round"), ("loss-rounds", "done")]
+    assert out[0].value["carried"] == "0.000005"
+    assert tick(c, 4, T + 999) == []  # 999 ms < round_interval_ms
+    assert kinds(tick(c, 5, T + 1000)) == [("loss-rounds", "announce")]
+
+
+def test_a_repayment_round_debits_the_budget_first_and_credits_the_residue():
+    c = coordinator()
+    c.claims_units = 10_000_000
+    c.ledger.fund.balance_units = 43_000_000  # 3 USD above repay_above (40)
+    out = tick(c, 2, T)
+    rid = repayment_round_id("USD", 0)
+    assert kinds(out) == [("loss-rounds", "announce")]
+    c.apply(report_item(rid, 0, "announce", 6_000_000, 1))
+    out = c.apply(report_item(rid, 1, "announce", 4_000_000, 1))
+    # B = min(43 − 40, 10) = 3 USD: the fund's −3 entry, then the allocation
+    assert kinds(out) == [("insurance-fund", "insurance_fund_entry"), ("loss-rounds", "allocate")]
+    assert (out[0].value["delta"], out[0].value["balance_after"], out[0].value["round_id"]) == (
+        "-3.000000", "40.000000", rid)
+    c.apply(report_item(rid, 0, "allocate", 1_800_000, 1))
+    out = c.apply(report_item(rid, 1, "allocate", 1_199_999, 1))
+    assert kinds(out) == [("insurance-fund", "insurance_fund_entry"), ("loss-sharing", "repayment_round"),
+                          ("loss-rounds", "done")]
+    assert (out[0].value["reason"], out[0].value["delta"]) == ("repayment_residue", "0.000001")
+    assert c.ledger.fund.balance_units == 40_000_001 and c.claims_units == 10_000_000 - 2_999_999
+
+
+def test_a_report_that_cannot_apply_leaves_the_state_as_it_was():
+    c = coordinator(deficit=40_000_000)
+    tick(c, 2, T)
+    rid = haircut_round_id("BTC-PERP", "long", 0)
+    before = c.to_dict()
+    with pytest.raises(ValueError):
+        c.apply(report_item(rid, 7, "announce", 1, 1))  # partition 7 of 2
+    assert c.to_dict() == before
+    # and the state survives its JSON form (it is persisted with the fund's balance)
+    again = RoundCoordinator(PARAMS, FundLedger(PARAMS), 2, c.to_dict())
+    assert again.to_dict() == before
