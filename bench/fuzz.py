@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaProducer  # noqa: E402
 from topics.catalog import topic_specs  # noqa: E402
 from worker.broker import EmbeddedBroker, create_topics  # noqa: E402
 from worker.harness import WorkerGroup, fetch_stats, wait_for  # noqa: E402
-from worker.hostile import AFTER, CORPUS, SETUP, T0  # noqa: E402
+from worker.hostile import AFTER, CORPUS, SETUP  # noqa: E402
 
 PARAMS = ROOT / "examples" / "params.toml"
 JSON_VALUES = [None, True, 0, -1, 2**63, 2**64, 10**30, 1.5e308, "", "x" * 300, "-0", "0.0000001",

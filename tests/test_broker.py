@@ -6,17 +6,14 @@ Nothing is mocked: an embedded Kafka-protocol broker, worker processes started w
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import threading
 
 import orjson
 import pytest
 
-from tests.fixtures import EXAMPLES, balance, cascade_scenario, mark, params_toml, position
-from topics.catalog import topic_specs
+from tests.fixtures import EXAMPLES, cascade_scenario, params_toml
 from topics.schemas import validate_event
-from worker.broker import EmbeddedBroker, create_topics
 from worker.core.engine import Engine
 from worker.core.params import parse_params
 from worker.hostile import AFTER, CORPUS, SETUP
@@ -25,21 +22,8 @@ from worker.replay import replay_lines
 
 pytestmark = pytest.mark.broker
 OUTPUT_TOPICS = ["liquidations", "margin-calls", "insurance-fund", "risk-snapshots", "dead-letters"]
-_names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def broker():
-    with EmbeddedBroker() as running:
-        yield running
-
-
-@pytest.fixture
-def prefix(broker):
-    """A fresh topic namespace per test on the shared broker."""
-    name = f"t{next(_names)}-"
-    create_topics(broker.bootstrap, topic_specs(name, 4))
-    return name
 
 
 def replay_outputs(params_text: bytes, lines: list[bytes]):

@@ -9,7 +9,6 @@ between an allocation and its payments, every time.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 from collections import Counter
 
@@ -17,9 +16,7 @@ import orjson
 import pytest
 
 from tests.fixtures import sharing_scenario
-from topics.catalog import topic_specs
 from topics.schemas import validate_event
-from worker.broker import EmbeddedBroker, create_topics
 from worker.core.engine import Engine
 from worker.core.params import parse_params
 from worker.harness import WorkerGroup, feed_lockstep, feed_phase, fetch_stats, read_topics, scenario_records, wait_for
@@ -27,21 +24,9 @@ from worker.replay import replay_lines
 from tests.test_broker import scrape
 
 pytestmark = pytest.mark.broker
-_names = itertools.count()
 TOPICS = ["loss-sharing", "insurance-fund", "liquidations", "loss-rounds"]
 
 
-@pytest.fixture(scope="module")
-def broker():
-    with EmbeddedBroker() as running:
-        yield running
-
-
-@pytest.fixture
-def prefix(broker):
-    name = f"s{next(_names)}-"
-    create_topics(broker.bootstrap, topic_specs(name, 4))
-    return name
 
 
 def read(broker, prefix, until, timeout_s=90.0):

@@ -12,24 +12,12 @@ import pytest
 
 from tests.fixtures import EXAMPLES, balance, mark, position
 from tests.netstat import listening_addresses
-from topics.catalog import topic_specs
-from worker.broker import EmbeddedBroker, create_topics
 from worker.harness import WorkerGroup, produce, wait_for
 from worker.web import fetch
 
 pytestmark = pytest.mark.broker
 
 
-@pytest.fixture(scope="module")
-def broker():
-    with EmbeddedBroker() as running:
-        yield running
-
-
-@pytest.fixture
-def prefix(broker):
-    create_topics(broker.bootstrap, topic_specs("web-", 4))
-    return "web-"
 
 
 FAUST_VIEWS = ["/", "/table/", "/table/accounts/", "/table/accounts/a/", "/router/", "/router/topics/",

@@ -7,7 +7,6 @@ traders and the crash tick by tick, and replay the recorded file offline (SPEC Â
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
 import re
@@ -20,7 +19,6 @@ from collections import defaultdict
 import pytest
 
 from tests.fixtures import EXAMPLES, ROOT
-from topics.catalog import topic_specs
 from topics.codec import encode
 from worker.app import partition_for
 from worker.core.engine import Engine
@@ -101,24 +99,8 @@ def test_crash_starts_and_ends_at_its_ticks():
 
 
 # ------------------------------------------------------------------------------------ broker tier
-_names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def broker():
-    from worker.broker import EmbeddedBroker
-
-    with EmbeddedBroker() as running:
-        yield running
-
-
-@pytest.fixture
-def prefix(broker):
-    from worker.broker import create_topics
-
-    name = f"sim{next(_names)}-"
-    create_topics(broker.bootstrap, topic_specs(name, 4))
-    return name
 
 
 async def read_inputs(bootstrap: str, prefix: str, count: int, timeout_s: float = 60.0) -> list[tuple]:
