@@ -1,7 +1,8 @@
 """Writes examples/cascade.jsonl: 750 traders through a BTC/ETH crash and a short squeeze (for `backtest`).
 
-Run from the repository root: `.venv/bin/python examples/make_cascade.py`. Offline and deterministic
-(fixed seed, no broker): the same file on every run.
+Run from the repository root: `.venv/bin/python examples/make_cascade.py [OUT]` (default
+examples/cascade.jsonl). Offline and deterministic (fixed seed, no broker): the same bytes on every
+run (tests/test_backtest.py checks it).
 
 It is what `python -m worker simulate --record` writes against one worker fed in lockstep, without a
 broker: a market (marks every 200 ms of event time; calm, a crash with two gaps, a bottom, a short
@@ -232,11 +233,12 @@ class Generator:
                 self.acknowledge(ts + 61)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
+    out_path = Path(argv[0]) if argv else OUT  # tests write elsewhere and compare
     generator = Generator()
     generator.run()
     data = b"".join(json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in generator.lines)
-    OUT.write_bytes(data)
+    out_path.write_bytes(data)
     # the file replays to the liquidations the lockstep engine saw (and every one was acknowledged)
     import io
     out = io.BytesIO()
@@ -245,10 +247,10 @@ def main() -> int:
                 if json.loads(line)["topic"] == "liquidations"]
     assert replayed == generator.liquidations, "replay differs from the lockstep run"
     assert not engine.counters["pending_timeouts"] and not engine.counters["unmatched_acks"], engine.counters
-    print(f"{OUT.relative_to(ROOT)}: {len(generator.lines)} lines, {len(data)} bytes, "
+    print(f"{out_path}: {len(generator.lines)} lines, {len(data)} bytes, "
           f"{len(replayed)} liquidations under {PARAMS.relative_to(ROOT)}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(sys.argv[1:]))
