@@ -92,6 +92,7 @@ class Figures:
     penalty_series: list[tuple[int, int, int, int]] = field(default_factory=list)  # ts, cumulative per destination
     socialized_series: list[tuple[int, int]] = field(default_factory=list)  # cumulative
     claims_series: list[tuple[int, int]] = field(default_factory=list)  # outstanding after each change
+    haircut_series: list[tuple[int, int]] = field(default_factory=list)  # cumulative haircuts paid
     liquidation_times: list[tuple[int, bool]] = field(default_factory=list)  # (ts, bankrupt)
 
     @property
@@ -139,6 +140,7 @@ class Figures:
         elif kind == "haircut":
             self.haircuts += 1
             self.haircut_amount += self.units(event["amount"])
+            self.haircut_series.append((ts, self.haircut_amount))
             self._claim(event["account_id"], self.units(event["claim_after"]), ts)
         elif kind == "claim_repayment":
             self.repayments += 1
@@ -244,6 +246,18 @@ class Progress:
             self.stream.flush()
 
 
+class _Slots(list):
+    """In this process: the slots of bytes replayed, redrawing the progress bar as they move."""
+
+    def __init__(self, count: int, progress: Progress) -> None:
+        super().__init__([0] * count)
+        self.progress = progress
+
+    def __setitem__(self, index: Any, value: Any) -> None:
+        super().__setitem__(index, value)
+        self.progress.update(sum(self))
+
+
 def run_backtest(input_path: str, params_paths: Sequence[str], jobs: int | None = None,
                  progress: Progress | None = None) -> list[Figures]:
     """The figures of each parameter set, in the order given."""
@@ -253,14 +267,10 @@ def run_backtest(input_path: str, params_paths: Sequence[str], jobs: int | None 
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(params_paths)))
     if jobs == 1:
         global _PROGRESS
-        slots = [0] * len(params_paths)
-        _PROGRESS = slots
+        _PROGRESS = _Slots(len(params_paths), progress)
         try:
-            results = []
-            for slot, (path, label) in enumerate(zip(params_paths, labels)):
-                results.append(replay_figures(input_path, path, label, slot))
-                progress.update(sum(slots))
-            return results
+            return [replay_figures(input_path, path, label, slot)
+                    for slot, (path, label) in enumerate(zip(params_paths, labels))]
         finally:
             _PROGRESS = None
             progress.close()
@@ -358,7 +368,7 @@ def write_charts(results: Sequence[Figures], out_dir: Path, title: str) -> list[
     t0 = min(starts, default=0)
     span = (max(ends, default=t0) - t0) / 1000
     colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray"]
-    styles = {"liquidator": "-", "insurance_fund": "--", "protocol": ":"}
+    styles = {"liquidator": "-.", "insurance_fund": "--", "protocol": ":"}
 
     def color(index: int) -> str:
         return colors[index % len(colors)]
@@ -386,9 +396,11 @@ def write_charts(results: Sequence[Figures], out_dir: Path, title: str) -> list[
         ax.legend(loc="upper right", fontsize="small")
 
     def penalty(ax: Any, destinations: Sequence[str] = DESTINATIONS) -> None:
-        ax.set_title(f"Cumulative penalty by destination ({_assets(results)})")
+        ax.set_title(f"Cumulative penalty: paid by traders, and by destination ({_assets(results)})")
         for i, f in enumerate(results):
             unit = 10**f.scale
+            xs, ys = step([(p[0], sum(p[1:])) for p in f.penalty_series], 0, unit)
+            ax.step(xs, ys, where="post", color=color(i), linewidth=2.2, label=f"{f.label}: traders' total")
             for d in destinations:
                 column = 1 + DESTINATIONS.index(d)
                 xs, ys = step([(p[0], p[column]) for p in f.penalty_series], 0, unit)
@@ -397,11 +409,14 @@ def write_charts(results: Sequence[Figures], out_dir: Path, title: str) -> list[
         ax.legend(loc="upper left", fontsize="x-small", ncol=max(1, len(results) // 3))
 
     def loss(ax: Any) -> None:
-        ax.set_title(f"Socialized loss (cumulative) and claims outstanding ({_assets(results)})")
+        ax.set_title(f"Socialized loss, haircuts (cumulative) and claims outstanding ({_assets(results)})")
         for i, f in enumerate(results):
             unit = 10**f.scale
             xs, ys = step(f.socialized_series, 0, unit)
             ax.step(xs, ys, where="post", color=color(i), label=f"{f.label}: socialized loss")
+            if f.haircut_series:
+                xs, ys = step(f.haircut_series, 0, unit)
+                ax.step(xs, ys, where="post", color=color(i), linestyle="-.", label=f"{f.label}: haircuts")
             if f.claims_series:
                 xs, ys = step(f.claims_series, 0, unit)
                 ax.step(xs, ys, where="post", color=color(i), linestyle="--", label=f"{f.label}: claims outstanding")
