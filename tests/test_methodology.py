@@ -169,7 +169,7 @@ def test_the_btc_example_derived_by_hand():
 
 
 @pytest.mark.parametrize("path", PARAM_FILES, ids=lambda p: p.name)
-def test_the_worked_examples_are_what_the_engine_emits(path, tmp_path):
+def test_the_worked_examples_are_what_the_engine_emits(path):
     """Replay each example (open at the entry price, then the example's mark) and compare the allocation."""
     import io
 
