@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report|health|web-token``."""
+"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report|methodology|backtest|health|web-token``."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,14 @@ def _main(argv: list[str]) -> int:
         from .report import main_report
 
         return main_report(argv[1:])
+    if argv and argv[0] == "methodology":
+        from .tools.methodology import main_methodology
+
+        return main_methodology(argv[1:])
+    if argv and argv[0] == "backtest":
+        from .tools.backtest import main_backtest
+
+        return main_backtest(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="offline replay of a JSON Lines scenario (SPEC §7)")
@@ -72,6 +80,8 @@ def _main(argv: list[str]) -> int:
     sub.add_parser("simulate", help="market simulator and matching-engine stand-in (see --help of `simulate`)")
     sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
     sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
+    sub.add_parser("methodology", help="the methodology disclosure of a parameter file (markdown or JSON)")
+    sub.add_parser("backtest", help="replay one input under several parameter files and compare them")
     args = parser.parse_args(argv)
     if args.command == "topics":
         from topics.catalog import topic_specs

