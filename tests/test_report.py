@@ -191,6 +191,21 @@ def test_conflicting_duplicate_is_counted_and_the_first_kept():
     assert read.events[0]["totals"]["penalty"] == "10.000000"
 
 
+def test_repayment_rounds_fund_entries_are_not_taken_for_duplicates():
+    # two repayment rounds debit the fund with the same reason: told apart by their round_id
+    from tests.fixtures import SHARING_T0, sharing_book
+
+    book = sharing_book(extra='[loss_sharing]\nmode = "haircut"\nrepay_above = "40"\nround_interval_ms = 0')
+    for seq in range(2, 8):
+        book.mark("BTC-PERP", "18900.0", SHARING_T0 + 1000 * seq, seq)
+        book.mark("ETH-PERP", "1480.00", SHARING_T0 + 1000 * seq, seq)
+    lines = [json.dumps(o.value) for o in book.outputs]
+    entries = [o.value for o in book.outputs if o.value.get("reason") == "claim_repayment"]
+    assert len({e["round_id"] for e in entries}) >= 2
+    read = Events.read(lines)
+    assert (read.duplicates, read.conflicting) == (0, 0) and len(read.events) == len(lines)
+
+
 @pytest.mark.parametrize("lines, code, message", [
     ([], 1, "no events"),
     (["garbage", "[1, 2]", '{"topic": "liquidations", "key": "a", "value": 3}'], 1, "3 unreadable lines"),

@@ -62,10 +62,12 @@ def _dedup_key(event: dict) -> tuple | None:
     kind = event.get("type")
     if kind == "liquidation":
         return kind, event.get("liquidation_id")
-    if kind == "insurance_fund_entry":
-        return kind, event.get("liquidation_id"), event.get("reason")
+    if kind == "insurance_fund_entry":  # a liquidation's entries, or a repayment round's (SPEC §5.2)
+        return kind, event.get("liquidation_id") or event.get("round_id"), event.get("reason")
     if kind == "socialized_loss":
         return kind, event.get("liquidation_id"), event.get("symbol"), event.get("side")
+    if kind in ("haircut", "claim_repayment", "haircut_round", "repayment_round"):
+        return kind, event.get("haircut_id") or event.get("repayment_id") or event.get("round_id")
     if kind == "dead_letter":
         source = event.get("source") or {}
         return kind, source.get("topic"), source.get("partition"), source.get("offset"), source.get("index")
