@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report|health|web-token``."""
+"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report|verify|health|web-token``."""
 from __future__ import annotations
 
 import argparse
@@ -52,6 +52,10 @@ def _main(argv: list[str]) -> int:
         from .report import main_report
 
         return main_report(argv[1:])
+    if argv and argv[0] == "verify":
+        from .tools.verify import main_verify
+
+        return main_verify(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="offline replay of a JSON Lines scenario (SPEC §7)")
@@ -72,6 +76,7 @@ def _main(argv: list[str]) -> int:
     sub.add_parser("simulate", help="market simulator and matching-engine stand-in (see --help of `simulate`)")
     sub.add_parser("demo", help="live demo on the embedded broker (see --help of `demo`)")
     sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
+    sub.add_parser("verify", help="re-derive an output's liquidations and rounds independently (see --help of `verify`)")
     args = parser.parse_args(argv)
     if args.command == "topics":
         from topics.catalog import topic_specs
