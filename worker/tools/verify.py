@@ -187,6 +187,7 @@ class FundLedger:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.balance = ctx.params.insurance_initial_units
+        self.alternative: int | None = None  # after a break: the balance the chain expected
         self.held = {self.balance}
         self.links: dict[str, FundLink] = {}  # liquidation_id → its records
         self.round_links: dict[str, FundLink] = {}  # round_id → its entries
@@ -219,9 +220,13 @@ class FundLedger:
             e.report("delta", f"{'a credit (> 0)' if sign > 0 else 'a debit (< 0)'} for reason {reason}",
                      ctx.fmt(delta))
         before = self.balance
+        if self.alternative is not None and after == self.alternative + delta:
+            before = self.alternative  # the previous entry's balance_after was the wrong field: reported there
+        self.alternative = None
         if after != before + delta:
             e.report("balance_after", f"{ctx.fmt(before + delta)} (previous balance_after {ctx.fmt(before)} + delta "
                      f"{ctx.fmt(delta)})", ctx.fmt(after))
+            self.alternative = before + delta
         floor = ctx.params.insurance_floor_units
         if delta < 0 and after < floor:
             e.report("balance_after", f"at least the floor {ctx.fmt(floor)} (the fund never pays below it)",
