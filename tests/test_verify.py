@@ -7,6 +7,7 @@ import ast
 import copy
 import io
 import json
+import re
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -489,12 +490,30 @@ def test_the_import_check_would_catch_an_engine_import_through_another_module():
 
 
 # --------------------------------------------------------------------------- broker tier
+@pytest.fixture(scope="module")
+def broker():
+    from worker.broker import EmbeddedBroker
+
+    with EmbeddedBroker() as running:
+        yield running
+
+
+def verify_read_back(broker, prefix: str, params_path: Path, capsys) -> str:
+    capsys.readouterr()
+    status = main_verify(["--bootstrap", broker.bootstrap, "--topic-prefix", prefix, "--params", str(params_path),
+                          "--no-progress"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "topic by topic" in out and "OK: no mismatch" in out
+    return out
+
+
 @pytest.mark.broker
-def test_verify_reads_the_topics_back_from_a_broker(tmp_path, capsys):
+def test_verify_reads_back_the_topics_of_a_worker_fed_in_lockstep(broker, tmp_path, capsys):
     import asyncio
 
     from topics.catalog import topic_specs
-    from worker.broker import EmbeddedBroker, create_topics
+    from worker.broker import create_topics
     from worker.harness import WorkerGroup, feed_lockstep, read_topics, scenario_records
 
     text, lines = sharing_scenario()
@@ -502,20 +521,41 @@ def test_verify_reads_the_topics_back_from_a_broker(tmp_path, capsys):
     params_path.write_text(text)
     expected = [r for r in replayed(parse_params(text.encode()), lines) if r["topic"] == "loss-sharing"]
     prefix = "v0-"
-    with EmbeddedBroker() as broker:
-        create_topics(broker.bootstrap, topic_specs(prefix, 4))
-        with WorkerGroup(broker.bootstrap, params_path, app_id=prefix + "w", prefix=prefix,
-                         log_dir=tmp_path) as group:
-            group.start(1)
-            asyncio.run(group.wait_ready())
-            asyncio.run(feed_lockstep(broker.bootstrap, scenario_records(lines, prefix), group.ports, prefix,
-                                      rounds=True))
-            asyncio.run(read_topics(broker.bootstrap, [prefix + "loss-sharing"],
-                                    until=lambda f: len(f[prefix + "loss-sharing"]) >= len(expected)))
-        capsys.readouterr()
-        status = main_verify(["--bootstrap", broker.bootstrap, "--topic-prefix", prefix, "--params",
-                              str(params_path), "--no-progress"])
-        out = capsys.readouterr().out
-        assert status == 0, out
-        assert "topic by topic" in out and "OK: no mismatch" in out
-        assert "haircut_round" in out and "repayment_round" in out
+    create_topics(broker.bootstrap, topic_specs(prefix, 4))
+    with WorkerGroup(broker.bootstrap, params_path, app_id=prefix + "w", prefix=prefix, log_dir=tmp_path) as group:
+        group.start(1)
+        asyncio.run(group.wait_ready())
+        asyncio.run(feed_lockstep(broker.bootstrap, scenario_records(lines, prefix), group.ports, prefix,
+                                  rounds=True))
+        asyncio.run(read_topics(broker.bootstrap, [prefix + "loss-sharing"],
+                                until=lambda f: len(f[prefix + "loss-sharing"]) >= len(expected)))
+    out = verify_read_back(broker, prefix, params_path, capsys)
+    assert "repayment_round               6" in out and "haircut_round                 8" in out
+
+
+@pytest.mark.broker
+def test_verify_reads_back_the_topics_of_two_workers_in_streaming_order(broker, tmp_path, capsys):
+    """Two workers, input produced at once: the topics' order across partitions is the stream's."""
+    import asyncio
+
+    from topics.catalog import topic_specs
+    from worker.broker import create_topics
+    from worker.harness import WorkerGroup, feed_phase, rounds_settled, scenario_records
+
+    text, lines = sharing_scenario(accounts=120, seed=8)
+    params_path = tmp_path / "params.toml"
+    params_path.write_text(text)
+    prefix = "v1-"
+    create_topics(broker.bootstrap, topic_specs(prefix, 4))
+    records = scenario_records(lines, prefix)
+    setup = [r for r in records if r[0] != prefix + "mark-prices"]
+    ticks = [r for r in records if r[0] == prefix + "mark-prices"]
+    with WorkerGroup(broker.bootstrap, params_path, app_id=prefix + "w", prefix=prefix, log_dir=tmp_path) as group:
+        group.start(2)
+        asyncio.run(group.wait_ready())
+        asyncio.run(feed_phase(broker.bootstrap, ticks[:1] + setup, group.ports, prefix))
+        asyncio.run(feed_phase(broker.bootstrap, ticks[1:], group.ports, prefix))
+        asyncio.run(rounds_settled(broker.bootstrap, group.ports, prefix, 60))
+    out = verify_read_back(broker, prefix, params_path, capsys)
+    checked = {m[1]: int(m[2]) for m in re.finditer(r"\n  (\w+) +(\d+)", out)}
+    assert checked["liquidation"] > 0 and checked["haircut"] > 0 and checked["haircut_round"] > 0
