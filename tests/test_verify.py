@@ -360,6 +360,31 @@ def test_unreadable_input_and_missing_files():
     assert main_verify(["/nonexistent/out.jsonl", "--params", str(EXAMPLE_PARAMS)]) == 2
 
 
+def test_a_file_read_as_topic_dumps_or_from_stdin_still_verifies(monkeypatch, capsys):
+    golden_path = GOLDEN / "crash.out.jsonl"
+    assert main_verify([str(golden_path), "--params", str(EXAMPLE_PARAMS), "--unordered"]) == 0
+    assert "topic by topic" in capsys.readouterr().out
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(golden_path.read_bytes())))
+    assert main_verify(["-", "--params", str(EXAMPLE_PARAMS)]) == 0
+    assert "from stdin (emission order)" in capsys.readouterr().out
+
+
+def test_the_progress_of_a_long_read_is_shown_on_stderr():
+    from worker.tools.verify import Progress
+
+    stream = io.StringIO()  # not a terminal: a line per tenth
+    progress = Progress(True, stream)
+    for done in range(0, 5_001, 500):
+        progress.update(done, 5_000)
+    progress.update(5_000, 5_000, final=True)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "reading topics:   0% 0/5,000 records" and lines[-1].endswith("100% 5,000/5,000 records")
+    quiet = io.StringIO()
+    Progress(True, quiet).update(10, 100)  # a short read shows nothing
+    Progress(False, quiet).update(5_000, 50_000)
+    assert quiet.getvalue() == ""
+
+
 # ------------------------------------------------------------------ engine bugs it catches
 def smallest_plus_one(original):
     def patched(*args, **kwargs):

@@ -107,7 +107,11 @@ def records_from_lines(lines: Iterable[bytes | str], ctx: Context) -> list[Recor
     return records
 
 
-def records_from_topics(found: dict[str, list[tuple[int, int, bytes | None, bytes | None]]], ctx: Context) -> list[Record]:
+# catalog topic → [(partition, offset, key, value)]
+TopicRecords = dict[str, list[tuple[int, int, bytes | None, bytes | None]]]
+
+
+def records_from_topics(found: TopicRecords, ctx: Context) -> list[Record]:
     """(catalog topic → [(partition, offset, key, value)]) → records, topic by topic, partition by partition."""
     records: list[Record] = []
     for topic in BROKER_TOPICS:
@@ -268,7 +272,8 @@ class LiquidationIds:
             self.seq[account] = max(self.seq.get(account, 0), seq)
 
     def check(self, ctx: Context, ev: dict) -> None:
-        account, scope, lid, trigger = ev.get("account_id"), ev.get("scope"), ev.get("liquidation_id"), ev.get("trigger")
+        account, scope, lid = ev.get("account_id"), ev.get("scope"), ev.get("liquidation_id")
+        trigger = ev.get("trigger")
         if not (isinstance(account, str) and isinstance(scope, str) and isinstance(trigger, dict)):
             return  # reported by the liquidation's own check
         e = Event(ctx, "liquidation", str(lid))
@@ -448,7 +453,7 @@ class Progress:
 
 
 async def read_output_topics(bootstrap: str, prefix: str, security: Any, timeout_s: float,
-                             progress: Progress) -> dict[str, list[tuple[int, int, bytes | None, bytes | None]]]:
+                             progress: Progress) -> TopicRecords:
     """Read the output topics from their beginning to (at least) the end they had when the read started."""
     from aiokafka.structs import TopicPartition
 
@@ -469,7 +474,7 @@ async def read_output_topics(bootstrap: str, prefix: str, security: Any, timeout
         end = await consumer.end_offsets(tps)
         await consumer.seek_to_beginning(*tps)
         total = sum(end[tp] - begin[tp] for tp in tps)
-        found: dict[str, list[tuple[int, int, bytes | None, bytes | None]]] = {t: [] for t in BROKER_TOPICS}
+        found: TopicRecords = {t: [] for t in BROKER_TOPICS}
         left = {tp for tp in tps if end[tp] > begin[tp]}
         done = 0
         moved_at = time.monotonic()

@@ -57,7 +57,7 @@ from worker.core.fixed import format_units
 from worker.core.params import Params
 
 from .verify_common import Context, Event, Malformed, decimal_at, integer, text
-from .verify_math import PPM, Sym, attribute_loss, bar_level, cdiv, fdiv, severity, split
+from .verify_math import PPM, Sym, attribute_loss, bar_level, fdiv, severity, split
 
 SIDES = ("long", "short")
 PARTIES = ("liquidator", "protocol", "insurance_fund", "socialized_loss")
@@ -264,7 +264,8 @@ def parse_close(ctx: Context, k: int, raw: Any) -> Close:
 class FundLink:
     """The `insurance-fund` records that carry one liquidation's (or round's) id, in topic order."""
 
-    entries: dict[str, tuple[int, int, int, dict]] = field(default_factory=dict)  # reason → (delta, before, index, event)
+    # reason → (delta, the balance before it, its index, the entry)
+    entries: dict[str, tuple[int, int, int, dict]] = field(default_factory=dict)
     social: list[tuple[int, dict]] = field(default_factory=list)  # (index, socialized_loss event)
     balance_first: int = 0  # the fund's running balance just before the first of them
     first_index: int = 0
@@ -381,9 +382,7 @@ def _check(ctx: Context, e: Event, ev: dict, fund: FundLink | None, index: int) 
     # ------------------------------------------------------------------ after, totals, transfers
     realized_obs = sum(c.realized for c in closes)
     if bankrupt_obs:
-        shortfall_exp = -collateral  # −LV: every position closed at X, no penalty
-        if shortfall_exp <= 0:
-            e.report("bankrupt", "false (LV ≥ 0)", "true")
+        shortfall_exp = -collateral  # −LV: every position closed at X, no penalty (LV ≥ 0 is reported above)
         e.same_amount("totals.shortfall", max(shortfall_exp, 0), totals["shortfall"], "−LV before")
         for name, value in (("equity_after", eq_after), ("maintenance_after", mm_after),
                             ("collateral_after", c_after)):
@@ -574,7 +573,7 @@ class _Walk:
 
         def bar(lots: int, holds: bool) -> Bound | None:
             realized, raw, a, after = scope.trial(collateral, self.sizes, c.symbol, lots, rate)
-            t = scope.equity(collateral + realized, after) - bar_level(scope.maintenance(after), scope.params.buffer_ppm)
+            t = scope.slack(collateral + realized, after)  # the bar holds iff the penalty is at most this
             return penalty_at_most(raw, a, t) if holds else penalty_at_least(raw, a, t + 1)
 
         ok = want.low <= c.closed <= want.high
