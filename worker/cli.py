@@ -1,4 +1,4 @@
-"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report|methodology|backtest|health|web-token``."""
+"""Command line: ``python -m worker replay|worker|topics|simulate|demo|report|verify|methodology|backtest|health|web-token``."""
 from __future__ import annotations
 
 import argparse
@@ -60,6 +60,10 @@ def _main(argv: list[str]) -> int:
         from .tools.backtest import main_backtest
 
         return main_backtest(argv[1:])
+    if argv and argv[0] == "verify":
+        from .tools.verify import main_verify
+
+        return main_verify(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m worker", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     replay = sub.add_parser("replay", help="offline replay of a JSON Lines scenario (SPEC §7)")
@@ -82,6 +86,7 @@ def _main(argv: list[str]) -> int:
     sub.add_parser("report", help="chart (PNG) and summary of replay output or a topic dump")
     sub.add_parser("methodology", help="the methodology disclosure of a parameter file (markdown or JSON)")
     sub.add_parser("backtest", help="replay one input under several parameter files and compare them")
+    sub.add_parser("verify", help="re-derive an output's liquidations and rounds independently (see --help of `verify`)")
     args = parser.parse_args(argv)
     if args.command == "topics":
         from topics.catalog import topic_specs

@@ -1,1 +1,2 @@
-"""Transparency tools (SPEC §5.3, §7): commands that read parameters and outputs, never the broker."""
+"""Offline commands over the core and what the engine published (SPEC §5.3, §7): verify, methodology,
+backtest. They read parameters and outputs, never the broker's workers."""
