@@ -15,12 +15,14 @@ unacknowledged.
 
 Calibration (the defaults, with the demo's examples/params-demo.toml): the gap bankrupts the longs
 of the thin 50x–100x tail (a few % of the traders), whose shortfall is of the order of the fund; the
-slow fall after it (0.25 % a second) liquidates the 15x–20x longs while they are still solvent. A
-partial liquidation leaves the account's equity just above its maintenance margin (≈ 0.4–0.5 % of
-the notional left, `buffer_ppm` 2 % above the bar) and the account is not looked at again until
-the acknowledgement: a fall faster than that between liquidation and acknowledgement (the former
-9 % in 6 s, against workers lagging a second or two in the cascade) made nearly every liquidated
-trader bankrupt.
+slow fall after it (0.125 % a second, noise 0.02 % a tick) liquidates the 15x–20x longs while they
+are still solvent. A partial liquidation leaves the account's equity just above its maintenance
+margin (≈ 0.4–0.5 % of the notional left, `buffer_ppm` 2 % above the bar) and the account is not
+looked at again until the acknowledgement: a move larger than that between liquidation and
+acknowledgement makes it bankrupt. The former 9 % in 6 s, against workers lagging a second or two
+in the cascade, made nearly every liquidated trader bankrupt; 5 % in 20 s with 0.04 % of noise a
+tick still added a few % of them whenever the workers lagged a second (offline, acknowledgements
+0–1.5 s late: 4–8 % of the traders bankrupt, against 2–3 % now).
 
 `--record FILE` also writes every message it produces, in the order produced, as replay JSON Lines
 (SPEC §7: `{"topic", "key", "value"}`, topic names without the prefix), so that a run can be replayed
@@ -54,6 +56,7 @@ SYMBOLS = {"BTC-PERP": (1, 3), "ETH-PERP": (2, 2)}  # price decimals, size decim
 # No leverage sits near the gap (a 25x trader's 4 % margin against a 4 % gap), where a few ticks of
 # noise before the crash would decide between bankruptcy and a solvent liquidation.
 LEVERAGE = ((2, 15), (3, 15), (5, 20), (10, 20), (15, 15), (20, 12), (50, 2), (100, 1))
+NOISE = 0.0002  # standard deviation of a tick's relative move (0.02 % a tick, before and during the crash)
 
 # The worker's settings the simulator shares: where the cluster is, how to log in, how topics are named
 # and partitioned (positions are batched per partition, with the workers' partition count).
@@ -70,7 +73,7 @@ SIM_SETTINGS: tuple[Setting, ...] = (
             "fall of the marks over the crash, percent (the gap, then an even share per tick)"),
     Setting("crash_gap_pct", "RISK_SIM_CRASH_GAP_PCT", 4.0,
             "part of --crash-pct the marks lose at once, on the crash's first tick (a gap), percent"),
-    Setting("crash_s", "RISK_SIM_CRASH_S", 20.0, "how long the crash lasts, simulated seconds"),
+    Setting("crash_s", "RISK_SIM_CRASH_S", 40.0, "how long the crash lasts, simulated seconds"),
     Setting("ticks", "RISK_SIM_TICKS", 0, "stop after this many ticks (0: no limit)"),
     Setting("duration", "RISK_SIM_DURATION", 0.0, "stop after this many seconds of wall clock (0: no limit)"),
     Setting("record", "RISK_SIM_RECORD", "", "also write every message produced to this file as replay JSON Lines"),
@@ -136,7 +139,7 @@ class SimAccount:
 
 class Market:
     def __init__(self, bootstrap: str, prefix: str = "", partitions: int = 4, accounts: int = 5_000,
-                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, crash_s: float = 20.0,
+                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, crash_s: float = 40.0,
                  tick_hz: float = 10.0, crash_gap_pct: float = 4.0, record: BinaryIO | None = None,
                  security: KafkaSecurity | None = None) -> None:
         self.bootstrap, self.prefix, self.partitions = bootstrap, prefix, partitions
@@ -256,7 +259,7 @@ class Market:
             if self.tick == self.crash_start:
                 drift -= self.crash_gap_pct / 100
         for symbol in self.marks:
-            shock = self.rng.gauss(0, 0.0004)
+            shock = self.rng.gauss(0, NOISE)
             self.marks[symbol] = max(1, int(self.marks[symbol] * (1 + drift + shock)))
 
     async def churn(self, count: int) -> None:
