@@ -75,6 +75,7 @@ def test_flag_then_variable_then_default():
 @pytest.mark.parametrize("argv, message", [
     (["--tick-hz", "0"], "error: --tick-hz must be > 0"),
     (["--crash-pct", "100"], "error: --crash-pct must be in [0, 100)"),
+    (["--crash-pct", "3", "--crash-gap-pct", "4"], "error: --crash-gap-pct must be in [0, --crash-pct]"),
     (["--ticks", "-1"], "error: --ticks must be ≥ 0"),
     (["--accounts", "many"], "error: RISK_SIM_ACCOUNTS='many' is not a valid int"),
 ])
@@ -84,18 +85,32 @@ def test_bad_settings_are_refused(argv, message):
     assert str(refused.value) == message
 
 
-def test_crash_starts_and_ends_at_its_ticks():
-    """Without a broker: tick k's step under --tick-hz 10 --crash-at 1.5 --crash-s 0.5 --crash-pct 5."""
-    market = Market({}, accounts=0, tick_hz=10, crash_at_s=1.5, crash_s=0.5, crash_pct=5.0)
+def crash_steps(**settings) -> list[float]:
+    """Each symbol's move at ticks 1..30 (the larger of the two), without a broker."""
+    market = Market({}, accounts=0, tick_hz=10, crash_at_s=1.5, crash_s=0.5, crash_pct=5.0, **settings)
     steps = []
     for tick in range(1, 31):
         market.tick = tick
         before = dict(market.marks)
         market.step_marks()
         steps.append(max(market.marks[s] / before[s] - 1 for s in before))
+    return steps
+
+
+def test_crash_starts_and_ends_at_its_ticks():
+    """--tick-hz 10 --crash-at 1.5 --crash-s 0.5 --crash-pct 5 --crash-gap-pct 0: -1 % at each of ticks 15..19."""
+    steps = crash_steps(crash_gap_pct=0.0)
     crash = [tick for tick, step in enumerate(steps, start=1) if step < -0.005]  # -1 % a tick vs noise 0.04 %
     assert crash == [15, 16, 17, 18, 19]
     assert all(abs(step) < 0.003 for tick, step in enumerate(steps, start=1) if tick not in crash)
+
+
+def test_the_crash_opens_with_its_gap():
+    """--crash-gap-pct 3 of the 5 %: tick 15 falls 3 % plus its share of the other 2 % (0.4 % a tick)."""
+    steps = crash_steps(crash_gap_pct=3.0)
+    assert -0.036 < steps[15 - 1] < -0.032
+    assert all(-0.006 < steps[tick - 1] < -0.002 for tick in range(16, 20))
+    assert all(abs(step) < 0.002 for tick, step in enumerate(steps, start=1) if not 15 <= tick < 20)
 
 
 # ------------------------------------------------------------------------------------ broker tier
@@ -143,7 +158,7 @@ def test_short_run_produces_what_it_records_and_the_record_replays(broker, prefi
     record = tmp_path / "run.jsonl"
     done = simulate("--bootstrap", broker.bootstrap, "--topic-prefix", prefix, "--partitions", "4",
                     "--accounts", "30", "--seed", "7", "--tick-hz", "50", "--crash-at", "0.4", "--crash-s", "0.4",
-                    "--crash-pct", "9", "--ticks", "40", "--record", str(record))
+                    "--crash-pct", "9", "--crash-gap-pct", "3", "--ticks", "40", "--record", str(record))
     assert done.returncode == 0, done.stderr
     summary = summary_of(done.stdout)
     assert (summary["accounts"], summary["ticks"], summary["acks"], summary["record"]) == ("30", "40", "0", str(record))
@@ -175,14 +190,16 @@ def test_short_run_produces_what_it_records_and_the_record_replays(broker, prefi
     for events in opening.values():
         assert [(e["type"], e["seq"], e["ts"]) for e in events[:2]] == [("balance", 1, TS0), ("position", 2, TS0)]
 
-    # 41 marks a symbol (ticks 0..40), 20 ms of event time apart; the crash is ticks 20..39
+    # 41 marks a symbol (ticks 0..40), 20 ms of event time apart; the crash is ticks 20..39: a gap of 3 %
+    # at tick 20, then the other 6 % at 0.3 % a tick (each crash tick also takes its 0.3 %)
     for symbol, opening_ticks in OPENING.items():
         marks = marks_by_tick(lines, symbol)
         assert [m["ts"] for m in marks] == [TS0 + 20 * tick for tick in range(41)]
         prices = [ticks_of(m["mark_price"]) for m in marks]
         assert prices[0] == opening_ticks
         steps = {tick: prices[tick] / prices[tick - 1] - 1 for tick in range(1, 41)}
-        assert [tick for tick, step in steps.items() if step < -0.003] == list(range(20, 40)), (symbol, steps)
+        assert [tick for tick, step in steps.items() if step < -0.03] == [20], (symbol, steps)
+        assert [tick for tick, step in steps.items() if step < -0.0015] == list(range(20, 40)), (symbol, steps)
         assert all(abs(steps[tick]) < 0.002 for tick in (*range(1, 20), 40))
         assert 0.89 < prices[39] / prices[19] < 0.93  # about 9 %
 

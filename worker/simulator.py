@@ -6,10 +6,23 @@ with post-trade position and balance snapshots carrying the `liquidation_id`.
 
 Time is counted in ticks. Tick 0 publishes the opening marks and the accounts; tick k ≥ 1 moves the
 marks, at event time `ts` = opening + k × int(1000 / tick_hz) ms, one tick per 1/tick_hz s of wall
-clock. The crash starts at tick round(crash_at × tick_hz) and lasts round(crash_s × tick_hz) ticks,
-so the seed and the settings fix every trader and every mark whatever the machine's speed; only the
-acknowledgements depend on the workers. The run ends after `ticks` ticks, after `duration` seconds,
-or on SIGINT/SIGTERM (0: no limit) — liquidations published after its last tick stay unacknowledged.
+clock. The crash starts at tick round(crash_at × tick_hz) and lasts round(crash_s × tick_hz) ticks:
+the marks gap down crash_gap_pct at its first tick and lose the rest of crash_pct evenly over its
+ticks. The seed and the settings fix every trader and every mark whatever the machine's speed; only
+the acknowledgements depend on the workers. The run ends after `ticks` ticks, after `duration`
+seconds, or on SIGINT/SIGTERM (0: no limit) — liquidations published after its last tick stay
+unacknowledged.
+
+Calibration (the defaults, with the demo's examples/params-demo.toml): the gap bankrupts the longs
+of the thin 50x–100x tail (a few % of the traders), whose shortfall is of the order of the fund; the
+slow fall after it (0.125 % a second, noise 0.02 % a tick) liquidates the 15x–20x longs while they
+are still solvent. A partial liquidation leaves the account's equity just above its maintenance
+margin (≈ 0.4–0.5 % of the notional left, `buffer_ppm` 2 % above the bar) and the account is not
+looked at again until the acknowledgement: a move larger than that between liquidation and
+acknowledgement makes it bankrupt. The former 9 % in 6 s, against workers lagging a second or two
+in the cascade, made nearly every liquidated trader bankrupt; 5 % in 20 s with 0.04 % of noise a
+tick still added a few % of them whenever the workers lagged a second (offline, acknowledgements
+0–1.5 s late: 4–8 % of the traders bankrupt, against 2–3 % now).
 
 `--record FILE` also writes every message it produces, in the order produced, as replay JSON Lines
 (SPEC §7: `{"topic", "key", "value"}`, topic names without the prefix), so that a run can be replayed
@@ -37,6 +50,14 @@ from .settings import SETTINGS, Setting, WorkerSettings, add_arguments, resolve,
 
 SYMBOLS = {"BTC-PERP": (1, 3), "ETH-PERP": (2, 2)}  # price decimals, size decimals (examples/params.toml)
 
+# Traders' leverage at opening: (leverage, weight in % of traders). Most trade at 10x or less; the
+# 15x–20x longs are liquidated as the crash goes on (solvent: the fall after its gap is slow), and a
+# thin tail at 50x and 100x (3 %) has less margin than the crash's gap: its longs go bankrupt there.
+# No leverage sits near the gap (a 25x trader's 4 % margin against a 4 % gap), where a few ticks of
+# noise before the crash would decide between bankruptcy and a solvent liquidation.
+LEVERAGE = ((2, 15), (3, 15), (5, 20), (10, 20), (15, 15), (20, 12), (50, 2), (100, 1))
+NOISE = 0.0002  # standard deviation of a tick's relative move (0.02 % a tick, before and during the crash)
+
 # The worker's settings the simulator shares: where the cluster is, how to log in, how topics are named
 # and partitioned (positions are batched per partition, with the workers' partition count).
 CONNECTION_SETTINGS: tuple[Setting, ...] = tuple(
@@ -48,8 +69,11 @@ SIM_SETTINGS: tuple[Setting, ...] = (
     Setting("seed", "RISK_SIM_SEED", 42, "random seed: same seed and settings, same traders and marks"),
     Setting("tick_hz", "RISK_SIM_TICK_HZ", 10.0, "mark ticks per second (event time advances 1/tick-hz s a tick)"),
     Setting("crash_at", "RISK_SIM_CRASH_AT", 15.0, "simulated second (tick / tick-hz) at which the crash starts"),
-    Setting("crash_pct", "RISK_SIM_CRASH_PCT", 9.0, "fall of the marks over the crash, percent (even share per tick)"),
-    Setting("crash_s", "RISK_SIM_CRASH_S", 6.0, "how long the crash lasts, simulated seconds"),
+    Setting("crash_pct", "RISK_SIM_CRASH_PCT", 9.0,
+            "fall of the marks over the crash, percent (the gap, then an even share per tick)"),
+    Setting("crash_gap_pct", "RISK_SIM_CRASH_GAP_PCT", 4.0,
+            "part of --crash-pct the marks lose at once, on the crash's first tick (a gap), percent"),
+    Setting("crash_s", "RISK_SIM_CRASH_S", 40.0, "how long the crash lasts, simulated seconds"),
     Setting("ticks", "RISK_SIM_TICKS", 0, "stop after this many ticks (0: no limit)"),
     Setting("duration", "RISK_SIM_DURATION", 0.0, "stop after this many seconds of wall clock (0: no limit)"),
     Setting("record", "RISK_SIM_RECORD", "", "also write every message produced to this file as replay JSON Lines"),
@@ -63,6 +87,7 @@ class SimSettings:
     tick_hz: float
     crash_at: float
     crash_pct: float
+    crash_gap_pct: float
     crash_s: float
     ticks: int
     duration: float
@@ -77,6 +102,7 @@ class SimSettings:
             (settings.tick_hz <= 0, "--tick-hz must be > 0"),
             (settings.crash_at < 0, "--crash-at must be ≥ 0"),
             (not 0 <= settings.crash_pct < 100, "--crash-pct must be in [0, 100)"),
+            (not 0 <= settings.crash_gap_pct <= settings.crash_pct, "--crash-gap-pct must be in [0, --crash-pct]"),
             (settings.crash_s <= 0, "--crash-s must be > 0"),
             (settings.ticks < 0, "--ticks must be ≥ 0"),
             (settings.duration < 0, "--duration must be ≥ 0"),
@@ -113,13 +139,14 @@ class SimAccount:
 
 class Market:
     def __init__(self, bootstrap: str, prefix: str = "", partitions: int = 4, accounts: int = 5_000,
-                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, crash_s: float = 6.0,
-                 tick_hz: float = 10.0, record: BinaryIO | None = None, security: KafkaSecurity | None = None) -> None:
+                 seed: int = 42, crash_at_s: float = 15.0, crash_pct: float = 9.0, crash_s: float = 40.0,
+                 tick_hz: float = 10.0, crash_gap_pct: float = 4.0, record: BinaryIO | None = None,
+                 security: KafkaSecurity | None = None) -> None:
         self.bootstrap, self.prefix, self.partitions = bootstrap, prefix, partitions
         self.security = KafkaSecurity.from_env() if security is None else security  # RISK_* by default
         self.rng = random.Random(seed)
         self.n_accounts = accounts
-        self.crash_pct, self.tick_hz = crash_pct, tick_hz
+        self.crash_pct, self.crash_gap_pct, self.tick_hz = crash_pct, crash_gap_pct, tick_hz
         self.crash_start = max(1, round(crash_at_s * tick_hz))  # first tick of the crash
         self.crash_ticks = max(1, round(crash_s * tick_hz))
         self.accounts: dict[str, SimAccount] = {}
@@ -138,7 +165,8 @@ class Market:
     def from_settings(cls, conn: WorkerSettings, sim: SimSettings, record: BinaryIO | None = None) -> "Market":
         bootstrap, security = client_settings(conn)
         return cls(bootstrap, conn.topic_prefix, conn.partitions, accounts=sim.accounts, seed=sim.seed,
-                   crash_at_s=sim.crash_at, crash_pct=sim.crash_pct, crash_s=sim.crash_s, tick_hz=sim.tick_hz,
+                   crash_at_s=sim.crash_at, crash_pct=sim.crash_pct, crash_gap_pct=sim.crash_gap_pct,
+                   crash_s=sim.crash_s, tick_hz=sim.tick_hz,
                    record=record, security=security)
 
     def topic(self, name: str) -> str:
@@ -206,7 +234,7 @@ class Market:
         events: dict[str, list[dict]] = {}
         for i in range(self.n_accounts):
             account = SimAccount(f"trader-{i:06d}")
-            leverage = self.rng.choice([2, 3, 5, 8, 10, 12, 15, 20, 25, 30, 40])
+            leverage = self.rng.choices([lev for lev, _ in LEVERAGE], weights=[w for _, w in LEVERAGE])[0]
             notional_usd = self.rng.randint(1_000, 60_000)
             symbol = "BTC-PERP" if i % 3 else "ETH-PERP"
             price_decimals, size_decimals = SYMBOLS[symbol]
@@ -223,10 +251,15 @@ class Market:
         return self.crash_start <= self.tick < self.crash_start + self.crash_ticks
 
     def step_marks(self) -> None:
-        crashing = self.crashing()
+        """A tick's move: noise, and in the crash an even share of its fall beyond the gap, plus the
+        gap on its first tick."""
+        drift = 0.0
+        if self.crashing():
+            drift = -(self.crash_pct - self.crash_gap_pct) / 100 / self.crash_ticks
+            if self.tick == self.crash_start:
+                drift -= self.crash_gap_pct / 100
         for symbol in self.marks:
-            drift = -self.crash_pct / 100 / self.crash_ticks if crashing else 0.0
-            shock = self.rng.gauss(0, 0.0004)
+            shock = self.rng.gauss(0, NOISE)
             self.marks[symbol] = max(1, int(self.marks[symbol] * (1 + drift + shock)))
 
     async def churn(self, count: int) -> None:
@@ -243,17 +276,21 @@ class Market:
                 events[account.account_id] = [self._snapshot(account, symbol)]
         await self.send_positions(events)
 
+    async def step(self) -> None:
+        """Tick k ≥ 1: the marks move and are published; now and then some traders churn."""
+        self.tick += 1
+        self.ts += int(1000 / self.tick_hz)
+        self.step_marks()
+        await self.send_marks()
+        if self.rng.random() < 0.3:
+            await self.churn(20)
+
     async def run(self, stop: asyncio.Event, ticks: int = 0) -> None:
         """Tick 0 (opening marks, accounts), then one tick per 1/tick_hz s until `stop` or tick `ticks` (0: none)."""
         await self.send_marks()
         await self.open_accounts()
         while not stop.is_set() and not (ticks and self.tick >= ticks):
-            self.tick += 1
-            self.ts += int(1000 / self.tick_hz)
-            self.step_marks()
-            await self.send_marks()
-            if self.rng.random() < 0.3:
-                await self.churn(20)
+            await self.step()
             if ticks and self.tick >= ticks:
                 break
             try:
@@ -277,6 +314,26 @@ class Market:
             if isinstance(result, BaseException):
                 raise result
 
+    def fill(self, account: SimAccount, allocation: dict) -> list[dict]:
+        """The matching engine fills one liquidation: the account's post-trade snapshots, the last one
+        carrying the `liquidation_id` (the engine evaluates the account again on it, when the whole
+        update is applied)."""
+        out = []
+        for close in allocation["closes"]:
+            lots, entry = account.positions.get(close["symbol"], (0, 0))
+            remaining = int(close["remaining_size"].replace(".", ""))
+            if remaining == 0:
+                account.positions.pop(close["symbol"], None)
+            else:
+                account.positions[close["symbol"]] = ((1 if lots > 0 else -1) * remaining, entry)
+            out.append(self._snapshot(account, close["symbol"]))
+        if allocation["scope"] == "cross":
+            account.collateral_units = int(allocation["collateral_after"].replace(".", ""))
+            out.append(self._balance(account))
+        out[-1]["liquidation_id"] = allocation["liquidation_id"]
+        self.acks += 1
+        return out
+
     async def acknowledge(self, stop: asyncio.Event) -> None:
         """The matching engine: fill each liquidation and acknowledge it on `positions`."""
         consumer = new_consumer(self.bootstrap, self.topic("liquidations"), security=self.security, group_id=None,
@@ -295,24 +352,7 @@ class Market:
                         if lid in seen or account is None:
                             continue
                         seen.add(lid)
-                        out = []
-                        for close in allocation["closes"]:
-                            size_decimals = SYMBOLS[close["symbol"]][1]
-                            lots, entry = account.positions.get(close["symbol"], (0, 0))
-                            remaining = int(close["remaining_size"].replace(".", ""))
-                            if remaining == 0:
-                                account.positions.pop(close["symbol"], None)
-                            else:
-                                account.positions[close["symbol"]] = ((1 if lots > 0 else -1) * remaining, entry)
-                            out.append(self._snapshot(account, close["symbol"]))
-                        if allocation["scope"] == "cross":
-                            account.collateral_units = int(allocation["collateral_after"].replace(".", ""))
-                            out.append(self._balance(account))
-                        # the acknowledgement rides on the last event of the update: the engine
-                        # evaluates the account again on it, when the whole update is applied
-                        out[-1]["liquidation_id"] = lid
-                        events.setdefault(account.account_id, []).extend(out)
-                        self.acks += 1
+                        events.setdefault(account.account_id, []).extend(self.fill(account, allocation))
                 if events:
                     await self.send_positions(events)
         finally:
@@ -347,8 +387,9 @@ async def run_simulator(conn: WorkerSettings, sim: SimSettings) -> Market:
     with open_record(sim.record) as record:
         market = Market.from_settings(conn, sim, record)
         print(f"simulator: {sim.accounts} traders on {conn.bootstrap} (prefix {conn.topic_prefix!r}, "
-              f"{conn.partitions} partitions), {sim.tick_hz:g} ticks/s, crash of {sim.crash_pct:g} % from tick "
-              f"{market.crash_start} for {market.crash_ticks} ticks", flush=True)
+              f"{conn.partitions} partitions), {sim.tick_hz:g} ticks/s, crash of {sim.crash_pct:g} % (a gap of "
+              f"{sim.crash_gap_pct:g} % at its first tick) from tick {market.crash_start} for {market.crash_ticks} ticks",
+              flush=True)
         await market.start()
         try:
             await market.drive(stop, sim.ticks, sim.duration)
