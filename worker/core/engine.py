@@ -190,13 +190,14 @@ class Engine:
             for scope in account.scopes():
                 self._reindex(account, scope)
 
-    def evaluate_all(self) -> list[Output]:
-        """Evaluate every scope once against the current marks (after taking over partitions).
+    def evaluate_all(self, account_ids: Iterable[str] | None = None) -> list[Output]:
+        """Evaluate every scope once against the current marks (after taking over partitions);
+        only those of ``account_ids`` if given (a takeover evaluates the accounts new to it first).
 
         The trigger is the newest tick of the scope's symbols, as if that tick had found it.
         """
         out: list[Output] = []
-        for account_id in sorted(self.accounts):
+        for account_id in sorted(self.accounts if account_ids is None else account_ids):
             account = self.accounts[account_id]
             for scope in account.scopes():
                 symbols = [s for s in self._scope_symbols(account, scope) if s in self.marks]
