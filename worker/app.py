@@ -316,20 +316,26 @@ class Runtime:
         owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
         accounts, new = self._owned_accounts(owned)
         self.owned = owned
-        self.engine.load_accounts(accounts)
         self.engine.partitions = sorted(owned)
-        self.rebalance.update(loaded_at=time.time(), load_s=time.perf_counter() - started, accounts=len(accounts),
-                              new_accounts=len(new), owned=sorted(owned))
-        log.info("accounts recovered: %d accounts on partitions %s (%d new to this worker)", len(accounts),
-                 sorted(owned), len(new))
-        # publish again what pending liquidations published (identical bytes), then catch up: first
-        # the accounts new to this worker (unevaluated since their owner died or left), then the rest
-        await self.publish(self.engine.pending_outputs(), first_emission=False)
-        for account_ids in (new, accounts.keys() - new):
+        # First the accounts new to this worker, unevaluated since their owner died or left: load
+        # them alone, publish again what their pending liquidations published (identical bytes),
+        # evaluate them against current marks. Then the rest, evaluated last during the rebalance.
+        # (A tick read in between evaluates the loaded ones; the rest are evaluated after it.)
+        phases = [{key: accounts[key] for key in new}, accounts] if 0 < len(new) < len(accounts) else [accounts]
+        for index, loaded in enumerate(phases):
+            self.engine.load_accounts(loaded)
+            if index == 0:
+                self.rebalance.update(loaded_at=time.time(), load_s=time.perf_counter() - started,
+                                      accounts=len(accounts), new_accounts=len(new), owned=sorted(owned))
+                log.info("accounts recovered: %d accounts on partitions %s (%d new to this worker)",
+                         len(accounts), sorted(owned), len(new))
+            account_ids = loaded.keys() if index == 0 else accounts.keys() - new
+            await self.publish(self.engine.pending_outputs(account_ids), first_emission=False)
             outputs = self.engine.evaluate_all(account_ids)
             if outputs or self.engine.dirty:
                 await self.publish(outputs)
-        self.rebalance["evaluated_at"] = time.time()
+            if index == 0:
+                self.rebalance["evaluated_at"] = time.time()
 
     def _owned_accounts(self, owned: set[int]) -> tuple[dict[str, AccountState], set[str]]:
         """The accounts of the owned partitions from the table, and the ids of those new to this

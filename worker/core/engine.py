@@ -484,12 +484,13 @@ class Engine:
         return [Output("insurance-requests", self.params.asset, fund_request(items[i:i + FUND_REQUEST_ITEMS]))
                 for i in range(0, len(items), FUND_REQUEST_ITEMS)]
 
-    def pending_outputs(self) -> list[Output]:
-        """What was published for every pending liquidation, to publish again after a takeover
-        (a duplicate carries the same id and bytes; the fund agent applies a request once)."""
+    def pending_outputs(self, account_ids: Iterable[str] | None = None) -> list[Output]:
+        """What was published for every pending liquidation (of ``account_ids`` if given), to
+        publish again after a takeover (a duplicate carries the same id and bytes; the fund agent
+        applies a request once)."""
         out: list[Output] = []
         items: list[dict[str, Any]] = []
-        for account_id in sorted(self.accounts):
+        for account_id in sorted(self.accounts if account_ids is None else account_ids):
             for scope, pending in sorted(self.accounts[account_id].pending.items()):
                 for topic, key, value in pending.outputs:
                     if topic == "insurance-requests":
