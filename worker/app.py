@@ -317,24 +317,23 @@ class Runtime:
         accounts, new = self._owned_accounts(owned)
         self.owned = owned
         self.engine.partitions = sorted(owned)
-        # First the accounts new to this worker, unevaluated since their owner died or left: load
-        # them alone, publish again what their pending liquidations published (identical bytes),
-        # evaluate them against current marks. Then the rest, evaluated last during the rebalance.
-        # (A tick read in between evaluates the loaded ones; the rest are evaluated after it.)
-        phases = [{key: accounts[key] for key in new}, accounts] if 0 < len(new) < len(accounts) else [accounts]
-        for index, loaded in enumerate(phases):
-            self.engine.load_accounts(loaded)
-            if index == 0:
-                self.rebalance.update(loaded_at=time.time(), load_s=time.perf_counter() - started,
-                                      accounts=len(accounts), new_accounts=len(new), owned=sorted(owned))
-                log.info("accounts recovered: %d accounts on partitions %s (%d new to this worker)",
-                         len(accounts), sorted(owned), len(new))
-            account_ids = loaded.keys() if index == 0 else accounts.keys() - new
-            await self.publish(self.engine.pending_outputs(account_ids), first_emission=False)
-            outputs = self.engine.evaluate_all(account_ids)
+        self.rebalance.update(loaded_at=time.time(), load_s=time.perf_counter() - started,
+                              accounts=len(accounts), new_accounts=len(new), owned=sorted(owned))
+        log.info("accounts recovered: %d accounts on partitions %s (%d new to this worker)",
+                 len(accounts), sorted(owned), len(new))
+        # First the accounts new to this worker, unevaluated since their owner died or left; then
+        # the rest (unevaluated during the rebalance only). Each: publish again what its pending
+        # liquidations published (identical bytes), evaluate against current marks, publish.
+        # A tick read in between evaluates those taken over; the rest are evaluated after it.
+        self.engine.load_accounts({})
+        for group in (new, accounts.keys() - new):
+            if not group:
+                continue
+            republish, outputs = self.engine.take_over({key: accounts[key] for key in group})
+            await self.publish(republish, first_emission=False)
             if outputs or self.engine.dirty:
                 await self.publish(outputs)
-            if index == 0:
+            if group is new:
                 self.rebalance["evaluated_at"] = time.time()
 
     def _owned_accounts(self, owned: set[int]) -> tuple[dict[str, AccountState], set[str]]:
