@@ -96,6 +96,12 @@ async def produce(bootstrap: str, topic: str, messages: list[tuple[int | None, b
         await producer.stop()
 
 
+def rss(pid: int) -> int:
+    """Resident memory of a process in MiB (Linux)."""
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS:"))
+
+
 def counter(stats: list, name: str) -> int:
     return sum((s or {"counters": {}})["counters"].get(name, 0) for s in stats)
 
@@ -154,6 +160,7 @@ async def trial(broker: EmbeddedBroker, log_dir: Path, name: str, env: dict[str,
         stats = group.stats()
         assert len(stats) == 3 and all(s is not None for s in stats), stats
         victim = next(i for i, s in zip(group.alive(), stats) if 0 in s["owned_partitions"])
+        rss_mib = max(rss(group.procs[i].pid) for i in group.alive())
         orphaned = set(stats[group.alive().index(victim)]["owned_partitions"])
         expected = {a for a in doomed if partition_for(a.encode(), partitions) in orphaned}
         await reader.start()
@@ -190,7 +197,7 @@ async def trial(broker: EmbeddedBroker, log_dir: Path, name: str, env: dict[str,
     result = {"config": name, "orphaned": sorted(orphaned), "expected": len(expected), "seen": len(seen),
               "first_s": None if first is None else first - killed, "all_s": None if last is None else last - killed,
               "first_sent_s": None if first_sent is None else first_sent - killed,
-              "recovery_errors": len(errors)}
+              "recovery_errors": len(errors), "worker_rss_mib": rss_mib}
     if takeover:
         marks = takeover
         result.update(

@@ -13,7 +13,9 @@ partition the highest offset its contents reflect:
   own table writes report through ``set_persisted_offset``);
 * it keeps the keys of standby partitions as well as active ones, and forgets a partition —
   its keys and its offset — only when it is neither;
-* ``replayed`` names the partitions that changelog records were applied to (recovery, standby).
+* ``replayed`` names the partitions that changelog records were applied to (recovery, standby);
+* with a ``builder``, values applied from the changelog are also built into the owner's objects
+  as they arrive (``take_built``), so a promoted standby needs no rebuilding.
 
 Faust's recovery then starts each partition after that offset: a kept partition reads nothing,
 a promoted standby only the records it had not fetched yet, a partition new to this worker from
@@ -38,6 +40,11 @@ class TrackedMemoryStore(MemoryStore):
         # partitions that changelog records were applied to since the owner last cleared this
         # (the worker keeps its in-memory accounts of a partition over a rebalance only if none were)
         self.replayed: set[int] = set()
+        # ``builder`` (set by the owner) turns a value into the object the owner works on; values
+        # applied from the changelog (standby copies) are built as they arrive, so that a takeover
+        # finds them ready: key → (the value it was built from, the object)
+        self.builder: Callable[[Any], Any] | None = None
+        self.built: dict[Any, tuple[Any, Any]] = {}
 
     def persisted_offset(self, tp: TP) -> int | None:
         return self._offsets.get(tp)
@@ -66,6 +73,18 @@ class TrackedMemoryStore(MemoryStore):
             message = event.message
             self.set_persisted_offset(message.tp, message.offset)
             self.replayed.add(message.partition)
+        if self.builder is not None:
+            for key in {to_key(event.key) for event in events}:
+                value = self.data.get(key)
+                try:
+                    self.built[key] = (value, self.builder(value))
+                except Exception:  # never fail a recovery for it: the owner builds it again when needed
+                    self.built.pop(key, None)
+
+    def take_built(self, key: Any, value: Any) -> Any:
+        """The object built from this very value, if any (and forget it); else None."""
+        entry = self.built.pop(key, None)
+        return entry[1] if entry is not None and entry[0] is value else None
 
     async def on_recovery_completed(self, active_tps: Set[TP], standby_tps: Set[TP]) -> None:
         kept = {tp.partition for tp in active_tps} | {tp.partition for tp in standby_tps}
@@ -73,12 +92,14 @@ class TrackedMemoryStore(MemoryStore):
         for key in dropped:
             self.data.pop(key, None)
             self._key_partition.pop(key, None)
+            self.built.pop(key, None)
         for tp in [tp for tp in self._offsets if tp.partition not in kept]:
             del self._offsets[tp]
 
     def reset_state(self) -> None:
         super().reset_state()
         self._offsets.clear()
+        self.built.clear()
 
 
 def register() -> str:
