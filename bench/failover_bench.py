@@ -251,11 +251,13 @@ async def main() -> int:
                     f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
                     if k != "config"), flush=True)
     print()
-    print(f"{'config':>10} | {'kill → first orphan liquidation':>32} | {'kill → all':>24} | {'detect':>24} | "
-          f"{'join':>24} | {'table recovery':>24} | {'load':>24}")
+    columns = [("first_s", "kill → first orphan liquidation"), ("all_s", "kill → all"), ("detect_s", "detect"),
+               ("join_s", "join"), ("table_s", "table recovery"), ("load_s", "load"), ("evaluate_s", "evaluate")]
+    print("medians [min–max] over trials; detect … evaluate: the worker that took partition 0 over")
+    print(f"{'config':>10} | " + " | ".join(f"{title:>24}" for _, title in columns) + " | worker RSS")
     for name, runs in results.items():
-        print(f"{name:>10} | {describe([r['first_s'] for r in runs]):>32} | {describe([r['all_s'] for r in runs]):>24} | "
-              + " | ".join(f"{describe([r.get(k) for r in runs]):>24}" for k in ("detect_s", "join_s", "table_s", "load_s")))
+        print(f"{name:>10} | " + " | ".join(f"{describe([r.get(k) for r in runs]):>24}" for k, _ in columns)
+              + f" | {max(r['worker_rss_mib'] for r in runs)} MiB")
     return 0
 
 
