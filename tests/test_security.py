@@ -512,7 +512,8 @@ def test_unprefixed_environment_variables_do_not_change_the_apps_settings(tmp_pa
     assert conf.processing_guarantee == ProcessingGuarantee.AT_LEAST_ONCE
     assert (conf.web_tables_enabled, conf.web_router_enabled, conf.web_stats_enabled, conf.debug) == (
         False, False, False, False)
-    assert (conf.table_standby_replicas, conf.broker_session_timeout, conf.producer_acks) == (0, 10.0, -1)
+    # the worker's own settings (worker/settings.py defaults: 2 standbys, a 2 s session), not the stray 3 and 1 s
+    assert (conf.table_standby_replicas, conf.broker_session_timeout, conf.producer_acks) == (2, 2.0, -1)
     assert set(faust_setting_variables(STRAY)) == set(STRAY)  # each is a variable Faust reads: the worker warns
 
 

@@ -72,6 +72,27 @@ def patch_recovery_highwaters(bootstrap: str, security: KafkaSecurity) -> None:
     recovery.Recovery._build_highwaters = _build_highwaters
 
 
+def patch_fetch_max_wait(max_wait_ms: int) -> None:
+    """Cap the long poll of Faust's group consumer (Faust hard-codes 1 500 ms).
+
+    A request the consumer sends to the broker (ListOffsets, ...) waits behind a fetch in flight on
+    the same connection, so each step of a takeover's table recovery could wait up to a whole
+    long poll; a fetch still returns as soon as data arrives, so a short poll only costs a few
+    empty fetches a second when idle."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    original = getattr(thread, "_risk_original_create_worker_consumer", thread._create_worker_consumer)
+
+    def _create_worker_consumer(self, transport):  # noqa: ANN001, ANN202
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = max_wait_ms  # read by AIOKafkaConsumer.start() for its Fetcher
+        return consumer
+
+    thread._risk_original_create_worker_consumer = original
+    thread._create_worker_consumer = _create_worker_consumer
+
+
 async def flush_now(producer: Any) -> None:
     """Send everything buffered now and wait until it is delivered, without waiting out the
     producer's linger (aiokafka's ``flush`` waits for lingering batches to fill; its

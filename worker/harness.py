@@ -16,6 +16,9 @@ from topics.codec import decode, encode
 
 from .broker import free_port
 from .kafka_security import KafkaSecurity, new_consumer, new_producer
+from .settings import SETTINGS
+
+GROUP_SETTINGS = ("RISK_SESSION_TIMEOUT_S", "RISK_HEARTBEAT_S", "RISK_REBALANCE_TIMEOUT_S", "RISK_STANDBY_REPLICAS")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,7 +29,8 @@ def worker_env(bootstrap: str, params: str, *, app_id: str, web_port: int, parti
     env.update({
         "RISK_BOOTSTRAP": bootstrap, "RISK_PARAMS": str(params), "RISK_APP_ID": app_id,
         "RISK_WEB_PORT": str(web_port), "RISK_PARTITIONS": str(partitions), "RISK_TOPIC_PREFIX": prefix,
-        "RISK_SESSION_TIMEOUT_S": "10", "RISK_HEARTBEAT_S": "1", "RISK_REBALANCE_TIMEOUT_S": "6",
+        # the group settings of worker/settings.py, whatever the caller's environment says
+        **{s.env: str(s.default) for s in SETTINGS if s.env in GROUP_SETTINGS},
         "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
     })
     env.update(extra or {})

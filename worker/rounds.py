@@ -342,6 +342,8 @@ class RoundParticipant:
         reports: list[dict[str, Any]] = []
         if message["phase"] == "announce":
             async with rt.publish_lock:
+                if not rt.assigned:
+                    return  # a takeover in progress: its catch-up answers the round
                 owned = sorted(rt.owned)
                 missing = [p for p in owned if rt.snapshot_commit(round_id, p) is None]
                 fresh = partition_snapshot(rt.params, rt.engine.accounts, message, rt.partition_of) if missing else {}
@@ -363,7 +365,7 @@ class RoundParticipant:
                 paid = count = 0
                 for start in range(0, len(rows), self.PAY_CHUNK):
                     async with rt.publish_lock:
-                        if p not in rt.owned:
+                        if p not in rt.owned or not rt.assigned:
                             break  # revoked meanwhile: the new owner pays (idempotently)
                         events, chunk_paid, chunk_count = pay_partition(
                             rt.params, rt.engine.accounts, message, rows[start:start + self.PAY_CHUNK],

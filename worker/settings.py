@@ -38,9 +38,16 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("ready_stall_s", "RISK_READY_STALL_S", 5.0,
             "/ready turns false when the mark reader has not completed a poll for this long (seconds)"),
     Setting("data_dir", "RISK_DATA_DIR", "", "Faust data directory (default: a fresh temp dir)"),
-    Setting("session_timeout_s", "RISK_SESSION_TIMEOUT_S", 10.0, "consumer-group session timeout"),
-    Setting("heartbeat_s", "RISK_HEARTBEAT_S", 1.0, "consumer-group heartbeat interval"),
+    Setting("session_timeout_s", "RISK_SESSION_TIMEOUT_S", 2.0,
+            "consumer-group session timeout: a dead worker's partitions move after this (docs/streaming.md)"),
+    Setting("heartbeat_s", "RISK_HEARTBEAT_S", 0.3, "consumer-group heartbeat interval"),
     Setting("rebalance_timeout_s", "RISK_REBALANCE_TIMEOUT_S", 6.0, "consumer-group rebalance timeout"),
+    Setting("standby_replicas", "RISK_STANDBY_REPLICAS", 2,
+            "standby copies of each table partition kept by other workers (fast takeover; 0 = none)"),
+    Setting("table_store", "RISK_TABLE_STORE", "tracked-memory://",
+            "Faust table store: tracked-memory:// (in memory, knows its changelog offsets), memory://"),
+    Setting("fetch_max_wait_ms", "RISK_FETCH_MAX_WAIT_MS", 100,
+            "long poll of the group consumer; its other requests wait behind it (Faust's own: 1500)"),
     Setting("linger_ms", "RISK_PRODUCER_LINGER_MS", 20, "producer linger"),
     Setting("max_batch_bytes", "RISK_PRODUCER_MAX_BATCH_BYTES", 262_144, "producer batch size"),
     Setting("security_protocol", "RISK_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"),
@@ -72,6 +79,9 @@ class WorkerSettings:
     session_timeout_s: float
     heartbeat_s: float
     rebalance_timeout_s: float
+    standby_replicas: int
+    table_store: str
+    fetch_max_wait_ms: int
     linger_ms: int
     max_batch_bytes: int
     security_protocol: str

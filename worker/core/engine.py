@@ -205,24 +205,56 @@ class Engine:
             for scope in account.scopes():
                 self._reindex(account, scope)
 
-    def evaluate_all(self) -> list[Output]:
-        """Evaluate every scope once against the current marks (after taking over partitions).
+    def evaluate_all(self, account_ids: Iterable[str] | None = None) -> list[Output]:
+        """Evaluate every scope once against the current marks (after taking over partitions);
+        only those of ``account_ids`` if given (a takeover evaluates the accounts new to it first).
 
         The trigger is the newest tick of the scope's symbols, as if that tick had found it.
         """
         out: list[Output] = []
-        for account_id in sorted(self.accounts):
+        for account_id in sorted(self.accounts if account_ids is None else account_ids):
             account = self.accounts[account_id]
             for scope in account.scopes():
-                symbols = [s for s in self._scope_symbols(account, scope) if s in self.marks]
-                if not symbols:
-                    continue
-                newest = max(symbols, key=lambda s: (self.marks[s].ts, s))
-                mark = self.marks[newest]
-                trigger = Trigger("mark", newest, mark.seq, mark.mark_ticks)
-                self.counters["evaluations"] += 1
-                out.extend(self._evaluate(account, scope, trigger, mark.ts))
+                out.extend(self._evaluate_at_marks(account, scope) or ())
         return out + self._flush_requests()
+
+    def take_over(self, accounts: dict[str, AccountState]) -> tuple[list[Output], list[Output]]:
+        """Add accounts (a rebalance handed this engine their partitions) and evaluate each scope
+        once against the current marks, as ``evaluate_all`` does; a scope with no mark yet is
+        watched. The same result as adding them to ``load_accounts`` and then ``evaluate_all``,
+        at about half the cost: each scope is indexed once, by its evaluation.
+
+        Returns what their pending liquidations published (to publish again first: same ids and
+        bytes) and the outputs of the evaluation."""
+        for account in accounts.values():
+            self.accounts[account.account_id] = account
+            self._count_open_interest(account, +1)
+            for scope, pending in account.pending.items():
+                if self.params.pending_timeout_ms:
+                    heapq.heappush(self.expiries, (pending.emitted_ts + self.params.pending_timeout_ms,
+                                                   (account.account_id, scope), pending.liquidation_id))
+        republish = self.pending_outputs(accounts)
+        out: list[Output] = []
+        for account_id in sorted(accounts):
+            account = accounts[account_id]
+            for scope in account.scopes():
+                evaluated = self._evaluate_at_marks(account, scope)
+                if evaluated is None:
+                    self._reindex(account, scope)
+                else:
+                    out.extend(evaluated)
+        return republish, out + self._flush_requests()
+
+    def _evaluate_at_marks(self, account: AccountState, scope: str) -> list[Output] | None:
+        """Evaluate a scope as if the newest tick of its symbols had found it; None: no mark yet."""
+        symbols = [s for s in self._scope_symbols(account, scope) if s in self.marks]
+        if not symbols:
+            return None
+        newest = max(symbols, key=lambda s: (self.marks[s].ts, s))
+        mark = self.marks[newest]
+        trigger = Trigger("mark", newest, mark.seq, mark.mark_ticks)
+        self.counters["evaluations"] += 1
+        return self._evaluate(account, scope, trigger, mark.ts)
 
     def take_dirty(self) -> list[AccountState]:
         changed = [self.accounts[a] for a in sorted(self.dirty) if a in self.accounts]
@@ -523,12 +555,13 @@ class Engine:
         return [Output("insurance-requests", self.params.asset, fund_request(items[i:i + FUND_REQUEST_ITEMS]))
                 for i in range(0, len(items), FUND_REQUEST_ITEMS)]
 
-    def pending_outputs(self) -> list[Output]:
-        """What was published for every pending liquidation, to publish again after a takeover
-        (a duplicate carries the same id and bytes; the fund agent applies a request once)."""
+    def pending_outputs(self, account_ids: Iterable[str] | None = None) -> list[Output]:
+        """What was published for every pending liquidation (of ``account_ids`` if given), to
+        publish again after a takeover (a duplicate carries the same id and bytes; the fund agent
+        applies a request once)."""
         out: list[Output] = []
         items: list[dict[str, Any]] = []
-        for account_id in sorted(self.accounts):
+        for account_id in sorted(self.accounts if account_ids is None else account_ids):
             for scope, pending in sorted(self.accounts[account_id].pending.items()):
                 for topic, key, value in pending.outputs:
                     if topic == "insurance-requests":
