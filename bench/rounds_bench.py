@@ -356,7 +356,8 @@ def coordinator_stats(ports: list[int]) -> dict[str, Any] | None:
 
 
 async def run_config(broker: EmbeddedBroker, params_path: Path, log_dir: Path, workers: int, accounts: int,
-                     rounds: int, baseline_s: float, after_s: float, ladder: int, py_spy: Path | None) -> dict[str, Any]:
+                     rounds: int, baseline_s: float, after_s: float, ladder: int, py_spy: Path | None,
+                     settle_s: float = 3.0) -> dict[str, Any]:
     bootstrap = broker.bootstrap
     prefix = f"rb{workers}w-"
     create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
@@ -450,12 +451,16 @@ async def run_config(broker: EmbeddedBroker, params_path: Path, log_dir: Path, w
                     "eth_during": [ladder_.latency[j] for j in during],
                     "eth_after": [ladder_.latency[j] for j in after],
                 }
+                figures["tick_epoch_s"] = tick_at
                 result["rounds"].append(figures)
                 print(f"  [{workers} worker(s)] round {r}: summary {figures['summary_s']:.2f} s, all "
                       f"{accounts:,} haircuts + summary {figures['all_events_s']:.2f} s; phases (ms) "
                       + ", ".join(f"{k} {v:.0f}" for k, v in figures["phases_ms"].items())
                       + f"; ETH p50/p99/max ms: baseline {fmt_lat(figures['eth_baseline'])}, "
-                      f"during {fmt_lat(figures['eth_during'])}, after {fmt_lat(figures['eth_after'])}", flush=True)
+                      f"during {fmt_lat(figures['eth_during'])}, after {fmt_lat(figures['eth_after'])} "
+                      f"[tick at {tick_at:.1f}]", flush=True)
+                if r + 1 < rounds:
+                    await asyncio.sleep(settle_s)  # the next baseline starts on a quiet worker
         finally:
             await producer.stop()
             await ladder_.stop()
