@@ -74,6 +74,7 @@ class Runtime:
         self.participant = RoundParticipant(self) if self.sharing else None
         self.snapshots_table: Any = None
         self.fund_next_offset = 0  # the fund agent applied `insurance-requests` up to here
+        self._partition_of: dict[str, int] = {}  # account → positions partition (murmur2 is pure Python)
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
         # wall-clock marks (time.time()) of the last rebalance and the takeover's cost, in /stats
         self.rebalance: dict[str, Any] = {}
@@ -186,6 +187,18 @@ class Runtime:
         return len(changed)
 
     async def _persist_account(self, account: AccountState) -> Any:
+        record = self._account_record(account)
+        if record is None:
+            return None
+        topic, partition, key, data = record
+        future = await self.app.producer.send(topic, key, data, partition, None, None)
+        if hasattr(self.accounts_table.data, "track_send"):  # the store learns which changelog offset it holds
+            self.accounts_table.data.track_send(TopicPartition(topic, partition), future)
+        return future
+
+    def _account_record(self, account: AccountState) -> tuple[str, int, bytes, bytes] | None:
+        """The account's changelog record (topic, partition, key, value), with the table's in-memory
+        copy updated; None when the state cannot be encoded."""
         key = account.account_id
         value = account.to_dict()
         try:
@@ -194,16 +207,82 @@ class Runtime:
             log.critical("account %.80r: state not encodable; not written to the changelog", key)
             self.counters["internal_error:state_encode"] += 1
             return None
-        partition = partition_for(key.encode(), self.settings.partitions)
+        partition = self.partition_of(key)
         table = self.accounts_table
         table.data[key] = value
         getattr(table.data, "_key_partition", {})[key] = partition
         # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
-        topic = table.changelog_topic.get_topic_name()
-        future = await self.app.producer.send(topic, encode(key), data, partition, None, None)
-        if hasattr(table.data, "track_send"):  # the store learns which changelog offset it holds
-            table.data.track_send(TopicPartition(topic, partition), future)
-        return future
+        return table.changelog_topic.get_topic_name(), partition, encode(key), data
+
+    # ----------------------------------------------- batched sends (loss-sharing rounds)
+    async def persist_dirty_batched(self) -> int:
+        """``persist_dirty`` in producer batches, delivered when it returns (a round's chunk)."""
+        changed = self.engine.take_dirty()
+        try:
+            records = [r for r in map(self._account_record, changed) if r is not None]
+            await self.send_batched(records)
+        except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
+            self.engine.dirty.update(a.account_id for a in changed)
+            raise
+        return len(changed)
+
+    async def send_batched(self, records: list[tuple[str, int, bytes, bytes | None]]) -> None:
+        """Send (topic, partition, key, value) records and wait until they are delivered: the same
+        records ``producer.send`` would write, in the same order per partition, but appended to a
+        few producer batches per partition instead of one send (and one future) per record."""
+        faust_producer = self.app.producer
+        producer = getattr(faust_producer, "_ensure_producer", None)
+        if producer is None:  # not Faust's aiokafka producer (a stand-in): one send per record
+            for topic, partition, key, value in records:
+                await faust_producer.send(topic, key, value, partition, None, None)
+            await flush_now(faust_producer)
+            return
+        producer = producer()
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        for topic, partition, key, value in records:
+            by_partition.setdefault((topic, partition), []).append((key, value))
+
+        async def send_partition(topic: str, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+            # the producer queues one batch per partition at a time: send_batch waits for the previous
+            # one (or a lingering batch of single sends) to drain, which keeps the partition's order
+            futures = []
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:  # full
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a batch")
+            batch.close()  # a closed batch is sent now, without the producer's linger
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+            await asyncio.gather(*futures)
+
+        await asyncio.gather(*(send_partition(t, p, items) for (t, p), items in by_partition.items()))
+
+    async def _publish_batched(self, outputs: list[Output]) -> list[Output]:
+        """``_publish`` for a round's chunk: the changed accounts (claims) written and delivered
+        first, then the outputs, each in producer batches; returns what was sent."""
+        await self.persist_dirty_batched()
+        records, sent = [], []
+        partitions: dict[str, list[int]] = {}
+        for output in outputs:
+            output, key, value = encode_output(self.engine, output)
+            topic = self.settings.topic(output.topic)
+            if topic not in partitions:  # the producer's default partitioner: murmur2(key) over all partitions
+                partitions[topic] = sorted(await self._topic_partitions(topic))
+            known = partitions[topic]
+            n = len(known)  # an account's partition is cached for the positions' partition count
+            index = self.partition_of(output.key) if n == self.settings.partitions else partition_for(key, n)
+            records.append((topic, known[index], key, value))
+            sent.append(output)
+        await self.send_batched(records)
+        return sent
+
+    async def _topic_partitions(self, topic: str) -> set[int]:
+        producer = getattr(self.app.producer, "_ensure_producer", None)
+        if producer is None:
+            return set(range(self.settings.partitions))
+        return await producer().partitions_for(topic)
 
     # --------------------------------------------------------------- positions
     async def on_positions_message(self, message: Any) -> None:
@@ -420,7 +499,10 @@ class Runtime:
     # partition of that positions partition: chunks "<round>|<p>|<i>", then the commit "<round>|<p>"
     # = {total, count, chunks}; a snapshot without its commit is incomplete and taken again.
     def partition_of(self, account_id: str) -> int:
-        return partition_for(account_id.encode(), self.settings.partitions)
+        partition = self._partition_of.get(account_id)
+        if partition is None:
+            partition = self._partition_of[account_id] = partition_for(account_id.encode(), self.settings.partitions)
+        return partition
 
     def snapshot_commit(self, round_id: str, partition: int) -> dict[str, Any] | None:
         return self.snapshots_table.data.get(f"{round_id}|{partition}")
@@ -467,8 +549,9 @@ class Runtime:
         await flush_now(self.app.producer)
 
     async def publish_now(self, outputs: list[Output]) -> None:
-        """Publish while holding the publish lock (the participant pays under it)."""
-        sent = await self._publish(outputs)
+        """Publish while holding the publish lock (the participant pays under it): the changed
+        accounts delivered, then the outputs delivered, in producer batches."""
+        sent = await self._publish_batched(outputs)
         if self.metrics is not None:
             self.metrics.observe_outputs(sent)
 

@@ -380,14 +380,25 @@ class RoundParticipant:
             await rt.send_reports(reports)
 
     async def sweep(self) -> None:
-        """Drop the snapshots (and the accounts' memory) of rounds no longer in flight."""
+        """Drop the snapshots (and the accounts' memory) of rounds no longer in flight. The accounts
+        are written back chunk by chunk, each chunk under the publish lock, so that ticks publish
+        in between (a round's winners would otherwise be written in one go by the next publish);
+        the snapshot is dropped once its accounts are written."""
         rt = self.runtime
         async with rt.publish_lock:
-            for round_id, p, commit in rt.snapshots_owned():
-                if round_id in self.messages:
-                    continue
-                forget_partition(rt.engine.accounts, round_id, rt.snapshot_rows(round_id, p, commit), rt.engine.dirty)
-                await rt.drop_snapshot(round_id, p, commit)
+            done = [(r, p, c) for r, p, c in rt.snapshots_owned() if r not in self.messages]
+        for round_id, p, commit in done:
+            rows = rt.snapshot_rows(round_id, p, commit)
+            for start in range(0, max(len(rows), 1), self.PAY_CHUNK):
+                async with rt.publish_lock:
+                    if p not in rt.owned or rt.snapshot_commit(round_id, p) is None:
+                        break  # revoked meanwhile (its new owner sweeps), or swept already
+                    forget_partition(rt.engine.accounts, round_id, rows[start:start + self.PAY_CHUNK],
+                                     rt.engine.dirty)
+                    await rt.persist_dirty_batched()
+                    if start + self.PAY_CHUNK >= len(rows):
+                        await rt.drop_snapshot(round_id, p, commit)
+                await asyncio.sleep(0)  # let ticks through
 
     def stats(self) -> dict[str, Any]:
         return {"rounds_seen_in_flight": len(self.messages), "round_queue": self.queue.qsize()}
