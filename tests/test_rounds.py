@@ -107,3 +107,29 @@ def test_a_report_that_cannot_apply_leaves_the_state_as_it_was():
     # and the state survives its JSON form (it is persisted with the fund's balance)
     again = RoundCoordinator(PARAMS, FundLedger(PARAMS), 2, c.to_dict())
     assert again.to_dict() == before
+
+
+def test_a_loss_of_the_tick_reaching_the_coordinator_before_its_marker_is_not_before_it():
+    # two workers: the owner of partition 1 publishes tick 2's bankruptcy (7 units on BTC long)
+    # before the owner of partition 0 publishes tick 2's begin marker. It was recorded by a
+    # liquidation that tick 2 triggered, so tick 2 runs no round; tick 3 does (SPEC §5.1).
+    c = coordinator(deficit=0)
+    c.book.record("BTC-PERP", "long", 7, tick_seq=2)
+    assert tick(c, 2, T) == []
+    assert kinds(tick(c, 3, T + 1000)) == [("loss-rounds", "announce")]
+    assert c.book.by_tick[("BTC-PERP", "long")] == {}  # forgotten once "before"
+
+
+def test_only_a_tick_of_the_losses_own_symbol_is_remembered():
+    from worker.core.fund import record_deficits
+    from worker.core.liquidation import Close, LiquidationPlan
+
+    close = Close("BTC-PERP", "long", 1000, 0, 189_000, 189_000, 200_000, -110_000_000, 0, 0, 1_000_000)
+    plan = LiquidationPlan(True, 1_000_000, -100_000_000, 756_000, 0, 0, 1_000_000_000, -100_000_000, (close,),
+                           0, 0, 0, 0, 100_000_000)
+    book = coordinator().book
+    record_deficits(book, plan, 40, ["mark", "ETH-PERP", 9, 1])  # an ETH tick: no BTC tick to wait for
+    record_deficits(book, plan, 2, ["position", "BTC-PERP", 5, None])  # a position event
+    record_deficits(book, plan, 1, ["mark", "BTC-PERP", 4, 189_000])
+    assert book.deficit("BTC-PERP", "long") == 43 and book.by_tick == {("BTC-PERP", "long"): {4: 1}}
+    assert book.deficit_before("BTC-PERP", "long", 4) == 42 and book.deficit_before("BTC-PERP", "long", 5) == 43

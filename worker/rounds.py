@@ -104,7 +104,7 @@ class RoundCoordinator:
             if symbol in self.due and self.due[symbol][0] == seq:
                 return []  # the same begin again
             interval = self.params.round_interval_ms
-            sides = [side for side in SIDES if self.book.round_due(symbol, side, ts, interval)
+            sides = [side for side in SIDES if self.book.round_due(symbol, side, ts, interval, seq)
                      and not any(r["kind"] == "haircut" and r["symbol"] == symbol and r["loss_side"] == side
                                  for r in self.inflight.values())]
             above = self.params.repay_above_units

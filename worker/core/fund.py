@@ -80,11 +80,15 @@ def settle(params: Params, fund: InsuranceFund, plan: LiquidationPlan, lid: str,
     return cover, social, out
 
 
-def record_deficits(deficits: DeficitBook, plan: LiquidationPlan, social_units: int) -> None:
+def record_deficits(deficits: DeficitBook, plan: LiquidationPlan, social_units: int,
+                    trigger: list[Any] | None = None) -> None:
     """The socialized loss of a settled plan joins the deficit of its (symbol, side) (§5.1),
-    attributed as its `socialized_loss` events are. Called once the allocation is built."""
+    attributed as its `socialized_loss` events are. Called once the allocation is built.
+    ``trigger`` ([source, symbol, seq, price], streaming): a loss recorded by a tick of its own
+    symbol is remembered by that tick's seq (DeficitBook.deficit_before)."""
     for symbol, side, amount in socialized_loss_by_close(plan, social_units):
-        deficits.record(symbol, side, amount)
+        tick_seq = trigger[2] if trigger is not None and trigger[0] == "mark" and trigger[1] == symbol else None
+        deficits.record(symbol, side, amount, tick_seq)
 
 
 def request_item(plan_dict: dict[str, Any], *, lid: str, account_id: str, scope: str, ts: int,
@@ -141,6 +145,6 @@ class FundLedger:
         except AssertionError:
             self.fund.balance_units = balance_before  # nothing recorded for a plan that does not balance
             raise
-        record_deficits(self.deficits, plan, social)
+        record_deficits(self.deficits, plan, social, item["trigger"])
         self.settled[lid] = {"at": at, "outputs": [[o.topic, o.key, o.value] for o in out]}
         return out, True

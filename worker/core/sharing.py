@@ -95,18 +95,37 @@ class DeficitBook:
     last_round_ts: dict[tuple[str, str], int] = field(default_factory=dict)
     repay_rounds: int = 0
     last_repay_ts: int | None = None
+    # streaming: losses recorded from liquidations triggered by a tick of the pair's own symbol,
+    # by that tick's seq, until a later tick of the symbol makes them "before" (deficit_before)
+    by_tick: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
 
-    def record(self, symbol: str, side: str, amount_units: int) -> None:
+    def record(self, symbol: str, side: str, amount_units: int, tick_seq: int | None = None) -> None:
+        """Add to the pair's deficit; ``tick_seq``: the seq of the tick of ``symbol`` whose
+        liquidation recorded it (streaming), so that this tick never counts it as "before"."""
         if amount_units:
             self.deficits[(symbol, side)] = self.deficits.get((symbol, side), 0) + amount_units
+            if tick_seq is not None:
+                recent = self.by_tick.setdefault((symbol, side), {})
+                recent[tick_seq] = recent.get(tick_seq, 0) + amount_units
+
+    def deficit_before(self, symbol: str, side: str, seq: int) -> int:
+        """The pair's deficit as it stood before tick ``seq`` of ``symbol`` was applied: without the
+        losses of that tick's liquidations or of later ticks' (another worker's items may reach the
+        coordinator before the tick's marker). Older entries are forgotten: they are "before" now."""
+        recent = self.by_tick.get((symbol, side), {})
+        for old in [q for q in recent if q < seq]:
+            del recent[old]
+        return self.deficit(symbol, side) - sum(recent.values())
 
     def deficit(self, symbol: str, side: str) -> int:
         return self.deficits.get((symbol, side), 0)
 
-    def round_due(self, symbol: str, side: str, ts: int, interval_ms: int) -> bool:
-        """The pair's deficit is positive and its previous round is at least interval_ms old."""
+    def round_due(self, symbol: str, side: str, ts: int, interval_ms: int, seq: int | None = None) -> bool:
+        """The pair's deficit is positive (before tick ``seq``, in streaming) and its previous round
+        is at least interval_ms old."""
         last = self.last_round_ts.get((symbol, side))
-        return self.deficit(symbol, side) > 0 and (last is None or ts - last >= interval_ms)
+        deficit = self.deficit(symbol, side) if seq is None else self.deficit_before(symbol, side, seq)
+        return deficit > 0 and (last is None or ts - last >= interval_ms)
 
     def repay_due(self, ts: int, interval_ms: int) -> bool:
         return self.last_repay_ts is None or ts - self.last_repay_ts >= interval_ms
@@ -139,6 +158,7 @@ class DeficitBook:
             "last_round_ts": [[s, d, t] for (s, d), t in sorted(self.last_round_ts.items())],
             "repay_rounds": self.repay_rounds,
             "last_repay_ts": self.last_repay_ts,
+            "by_tick": [[s, d, [[q, str(v)] for q, v in sorted(t.items())]] for (s, d), t in sorted(self.by_tick.items())],
         }
 
     @classmethod
@@ -149,6 +169,7 @@ class DeficitBook:
             last_round_ts={(s, d): t for s, d, t in data["last_round_ts"]},
             repay_rounds=data["repay_rounds"],
             last_repay_ts=data["last_repay_ts"],
+            by_tick={(s, d): {q: int(v) for q, v in t} for s, d, t in data.get("by_tick", [])},
         )
 
 
