@@ -133,3 +133,13 @@ def test_only_a_tick_of_the_losses_own_symbol_is_remembered():
     record_deficits(book, plan, 1, ["mark", "BTC-PERP", 4, 189_000])
     assert book.deficit("BTC-PERP", "long") == 43 and book.by_tick == {("BTC-PERP", "long"): {4: 1}}
     assert book.deficit_before("BTC-PERP", "long", 4) == 42 and book.deficit_before("BTC-PERP", "long", 5) == 43
+
+
+@pytest.mark.parametrize("item", [5, None, "x", [], {"kind": "tick"}, {"kind": "report"}, {"liquidation_id": 7}],
+                         ids=["a number", "null", "a string", "an array", "a bare tick", "a bare report",
+                              "an id that is not a string"])
+def test_the_key_of_a_malformed_item_is_total(item):
+    # a re-delivered message looks its items up by key before applying anything: it must not raise
+    from worker.rounds import item_key
+
+    assert isinstance(item_key(item), str)

@@ -226,13 +226,16 @@ def report_item(round_id: str, partition: int, phase: str, total: int, count: in
 
 
 def item_key(item: dict[str, Any]) -> str:
-    """What a fund-request item is stored under once applied (its outputs, for a re-delivery)."""
+    """What a fund-request item is stored under once applied (its outputs, for a re-delivery).
+    Total over any JSON: a malformed item (dead-lettered when first applied) has no stored outputs."""
+    if not isinstance(item, dict):
+        return ""
     kind = item.get("kind", "liquidation")
     if kind == "liquidation":
-        return item.get("liquidation_id", "")
+        return str(item.get("liquidation_id", ""))
     if kind == "tick":
-        return f"tick:{item['symbol']}:{item['seq']}:{item['at']}"
-    return f"report:{item['round_id']}:{item['partition']}:{item['phase']}"
+        return f"tick:{item.get('symbol')}:{item.get('seq')}:{item.get('at')}"
+    return f"report:{item.get('round_id')}:{item.get('partition')}:{item.get('phase')}"
 
 
 # ------------------------------------------------------------ participants
