@@ -45,7 +45,11 @@ from worker.app import partition_for  # noqa: E402
 from worker.broker import EmbeddedBroker, create_topics  # noqa: E402
 from worker.faust_compat import true_end_offsets  # noqa: E402
 from worker.harness import WorkerGroup, wait_for  # noqa: E402
+from worker.kafka_security import KafkaSecurity  # noqa: E402
 from worker.settings import SETTINGS  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+from stream_bench import batched, produce  # noqa: E402  (one loader for the benches)
 
 PARAMS = ROOT / "bench" / "bench_params.toml"
 T0 = 1_700_000_000_000
@@ -72,30 +76,6 @@ def account_events(account: str, collateral_usd: int) -> list[dict]:
              "entry_price": "20000.0", "seq": 2, "ts": T0}]
 
 
-def batched(events: list[dict], partitions: int, size: int = 500) -> list[tuple[int, bytes, bytes]]:
-    by_partition: dict[int, list[dict]] = {}
-    for event in events:
-        by_partition.setdefault(partition_for(event["account_id"].encode(), partitions), []).append(event)
-    out = []
-    for partition, items in sorted(by_partition.items()):
-        for start in range(0, len(items), size):
-            chunk = items[start:start + size]
-            out.append((partition, chunk[0]["account_id"].encode(), orjson.dumps(chunk)))
-    return out
-
-
-async def produce(bootstrap: str, topic: str, messages: list[tuple[int | None, bytes, bytes]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=262_144,
-                                max_request_size=4_000_000)
-    await producer.start()
-    try:
-        for partition, key, value in messages:
-            await producer.send(topic, value, key=key, partition=partition)
-        await producer.flush()
-    finally:
-        await producer.stop()
-
-
 def rss(pid: int) -> int:
     """Resident memory of a process in MiB (Linux)."""
     with open(f"/proc/{pid}/status") as status:
@@ -117,7 +97,7 @@ async def trial(broker: EmbeddedBroker, log_dir: Path, name: str, env: dict[str,
     doomed = {a for i, a in enumerate(ids) if i % every == 0}
     events = [e for a in ids for e in account_events(a, 4_560 if a in doomed else 12_000)]
     await produce(bootstrap, prefix + "mark-prices", [(None, b"BTC-PERP", mark(200_000, 1, T0))])
-    await produce(bootstrap, prefix + "positions", batched(events, partitions))
+    await produce(bootstrap, prefix + "positions", batched(events, partitions=partitions))
     app_id = prefix + "w"
     reader = AIOKafkaConsumer(prefix + "liquidations", bootstrap_servers=bootstrap, group_id=None,
                               auto_offset_reset="earliest", fetch_max_wait_ms=5,
@@ -136,7 +116,7 @@ async def trial(broker: EmbeddedBroker, log_dir: Path, name: str, env: dict[str,
                 self.topic, self.partition = changelog, p
 
         async def changelog_ends() -> dict[int, int]:
-            ends = await true_end_offsets({"bootstrap_servers": bootstrap}, [TP(p) for p in range(partitions)])
+            ends = await true_end_offsets(bootstrap, KafkaSecurity(), [TP(p) for p in range(partitions)])
             return {tp.partition: end for tp, end in ends.items()}
 
         def copies(ends: dict[int, int]) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,11 +50,11 @@ def account_events(account: str, collateral_usd: int, lots: int, seq: int = 1) -
              "entry_price": "20000.0", "seq": seq + 1, "ts": T0}]
 
 
-def batched(events: list[dict], size: int = 500) -> list[tuple[int, bytes, bytes]]:
+def batched(events: list[dict], size: int = 500, partitions: int = PARTITIONS) -> list[tuple[int, bytes, bytes]]:
     """(partition, key, value) messages: per-partition arrays of at most `size` events."""
     by_partition: dict[int, list[dict]] = {}
     for event in events:
-        by_partition.setdefault(partition_for(event["account_id"].encode(), PARTITIONS), []).append(event)
+        by_partition.setdefault(partition_for(event["account_id"].encode(), partitions), []).append(event)
     out = []
     for partition, items in sorted(by_partition.items()):
         for start in range(0, len(items), size):
