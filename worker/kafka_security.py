@@ -17,13 +17,12 @@ simulator, the harness's readers and writers. The demo passes its embedded broke
 from __future__ import annotations
 
 import argparse
-import os
 import ssl
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Mapping
 
-from .settings import SETTINGS, Setting, SettingsError, _convert
+from .settings import SETTINGS, Setting, SettingsError, resolve_values
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -93,12 +92,7 @@ class KafkaSecurity:
     def resolve(cls, args: argparse.Namespace | None = None,
                 environ: Mapping[str, str] | None = None) -> "KafkaSecurity":
         """Flag, else RISK_* environment variable, else default (as worker/settings.py resolves)."""
-        environ = os.environ if environ is None else environ
-        values = {}
-        for setting in SECURITY_SETTINGS:
-            flag = getattr(args, setting.name, None) if args is not None else None
-            raw = flag if flag is not None else environ.get(setting.env)
-            values[setting.name] = setting.default if raw is None else _convert(setting, str(raw))
+        values = resolve_values(SECURITY_SETTINGS, args, environ)
         return cls(**{name: values[setting] for name, setting in SETTING_OF.items()})
 
     @classmethod

@@ -32,9 +32,9 @@ from typing import Any
 from .core.fund import FundLedger
 from .core.outputs import Output
 from .core.params import Params
-from .core.sharing import (SIDES, DeficitBook, SharingError, Winner, claimants, forget_round, haircut_round_event,
+from .core.sharing import (DeficitBook, SharingError, Winner, claimants, forget_round, haircut_round_event,
                            haircut_round_id, pay_haircuts, pay_repayments, repayment_budget, repayment_round_event,
-                           repayment_round_id, round_fund_entry, shared_amount, winners)
+                           repayment_round_id, round_fund_entry, rounds_due, shared_amount, winners)
 
 log = logging.getLogger("worker")
 BROADCAST = "loss-rounds"
@@ -103,14 +103,13 @@ class RoundCoordinator:
         if item["at"] == "begin":
             if symbol in self.due and self.due[symbol][0] == seq:
                 return []  # the same begin again
-            interval = self.params.round_interval_ms
-            sides = [side for side in SIDES if self.book.round_due(symbol, side, ts, interval, seq)
-                     and not any(r["kind"] == "haircut" and r["symbol"] == symbol and r["loss_side"] == side
-                                 for r in self.inflight.values())]
-            above = self.params.repay_above_units
-            repay = (above is not None and self.ledger.fund.balance_units > above and self.claims_units > 0
-                     and self.book.repay_due(ts, interval)
-                     and not any(r["kind"] == "repay" for r in self.inflight.values()))
+            # as replay decides it, less what a round in flight already covers
+            sides, repay = rounds_due(self.params, self.book, self.claims_units, self.ledger.fund.balance_units,
+                                      symbol, ts, seq)
+            sides = [side for side in sides if not any(
+                r["kind"] == "haircut" and r["symbol"] == symbol and r["loss_side"] == side
+                for r in self.inflight.values())]
+            repay = repay and not any(r["kind"] == "repay" for r in self.inflight.values())
             self.due[symbol] = [seq, sides, repay]
             return []
         decided = self.due.pop(symbol, None)

@@ -45,7 +45,7 @@ from aiokafka import AIOKafkaProducer
 from topics.codec import decode, encode
 
 from .app import partition_for
-from .kafka_security import KafkaSecurity, new_consumer, new_producer
+from .kafka_security import SECURITY_SETTINGS, KafkaSecurity, new_consumer, new_producer
 from .settings import SETTINGS, Setting, WorkerSettings, add_arguments, resolve, resolve_values
 
 SYMBOLS = {"BTC-PERP": (1, 3), "ETH-PERP": (2, 2)}  # price decimals, size decimals (examples/params.toml)
@@ -62,7 +62,7 @@ NOISE = 0.0002  # standard deviation of a tick's relative move (0.02 % a tick, b
 # and partitioned (positions are batched per partition, with the workers' partition count).
 CONNECTION_SETTINGS: tuple[Setting, ...] = tuple(
     s for s in SETTINGS
-    if s.name in ("bootstrap", "topic_prefix", "partitions") or s.name.startswith(("security_", "sasl_", "ssl_")))
+    if s.name in ("bootstrap", "topic_prefix", "partitions") or s in SECURITY_SETTINGS)
 
 SIM_SETTINGS: tuple[Setting, ...] = (
     Setting("accounts", "RISK_SIM_ACCOUNTS", 5_000, "traders opened at tick 0"),

@@ -351,8 +351,7 @@ class Engine:
 
     def _guard_free(self, tick: MarkTick) -> bool:
         """A round runs only on a tick the guards would liquidate on: confirmed, not stale."""
-        max_age = self.params.max_mark_age_ms
-        return self.marks[tick.symbol].confirmed and not (max_age and tick.ts < self.newest_ts - max_age)
+        return self._mark_guard(tick.symbol) is None
 
     # -------------------------------------------------------- positions events
     def apply_position_event(self, update: PositionUpdate | BalanceUpdate, source: Source,
@@ -487,13 +486,20 @@ class Engine:
                                      f"evaluating {account.account_id}/{scope}: {type(exc).__name__}: {exc}"[:300])]
 
     def _guard(self, legs: list[Leg]) -> str | None:
-        max_age = self.params.max_mark_age_ms
         for leg in legs:
-            mark = self.marks[leg.sym.symbol]
-            if max_age and mark.ts < self.newest_ts - max_age:
-                return "stale_mark"
-            if not mark.confirmed:
-                return "unconfirmed_jump"
+            guard = self._mark_guard(leg.sym.symbol)
+            if guard is not None:
+                return guard
+        return None
+
+    def _mark_guard(self, symbol: str) -> str | None:
+        """The guard (§8) that holds back a liquidation on ``symbol``'s current mark, if any."""
+        mark = self.marks[symbol]
+        max_age = self.params.max_mark_age_ms
+        if max_age and mark.ts < self.newest_ts - max_age:
+            return "stale_mark"
+        if not mark.confirmed:
+            return "unconfirmed_jump"
         return None
 
     def _liquidate(self, account: AccountState, scope: str, collateral: int, legs: list[Leg],

@@ -395,13 +395,14 @@ def forget_round(accounts: dict[str, Any], account_ids: Any, round_id: str, dirt
 
 # ------------------------------------------------------- one process (replay)
 def rounds_due(params: Params, book: DeficitBook, claims_units: int, fund_balance_units: int, symbol: str,
-               ts: int) -> tuple[list[str], bool]:
+               ts: int, seq: int | None = None) -> tuple[list[str], bool]:
     """Before tick ``ts`` of ``symbol`` is applied: the loss sides whose round runs after it, and
-    whether a repayment round does (SPEC §5.1, §5.2). Only in mode "haircut"."""
+    whether a repayment round does (SPEC §5.1, §5.2). Only in mode "haircut". ``seq`` (streaming):
+    the tick's seq, so that its own losses do not count as before it (DeficitBook.deficit_before)."""
     if params.loss_sharing_mode != "haircut":
         return [], False
     interval = params.round_interval_ms
-    sides = [side for side in SIDES if book.round_due(symbol, side, ts, interval)]
+    sides = [side for side in SIDES if book.round_due(symbol, side, ts, interval, seq)]
     repay = (params.repay_above_units is not None and fund_balance_units > params.repay_above_units
              and claims_units > 0 and book.repay_due(ts, interval))
     return sides, repay
