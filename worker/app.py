@@ -35,6 +35,7 @@ from .kafka_security import new_consumer
 from .rounds import BROADCAST, RoundCoordinator, RoundParticipant, item_key
 from .settings import WorkerSettings
 from .store import register as register_store
+from .typed_input import position_updates, record_elements
 from .wire import encode_output
 
 log = logging.getLogger("worker")
@@ -290,15 +291,27 @@ class Runtime:
         source = Source(self.settings.topic("positions"), partition, message.offset, message.key, message.value)
         started = time.perf_counter()
         self.counters["messages:positions"] += 1
+
+        def accept(account: str) -> bool:
+            return partition_for(account.encode(), self.settings.partitions) == partition
+        # the typed decoder first (one C pass, worker/typed_input.py); what it declines, the validating way
         try:
-            value = decode(message.value)
-        except DecodeError as exc:
-            await self.publish_retrying([self.engine.dead_letter(source, exc.code, str(exc))])
-            return
+            updates = position_updates(message.value, self.params)
+        except Exception:  # noqa: BLE001 - a bug there must not cost the message: the validating way decides
+            log.exception("typed decoding failed")
+            updates = None
+        value: Any = updates  # counted below: a list of (index, update) has one entry per event
+        if updates is None:
+            try:
+                value = decode(message.value)
+            except DecodeError as exc:
+                await self.publish_retrying([self.engine.dead_letter(source, exc.code, str(exc))])
+                return
         try:
-            outputs = self.engine.process_positions(
-                value, source,
-                accept_account=lambda account: partition_for(account.encode(), self.settings.partitions) == partition)
+            if updates is not None:
+                outputs = self.engine.process_position_updates(updates, source, record_elements(message.value), accept)
+            else:
+                outputs = self.engine.process_positions(value, source, accept_account=accept)
         except Exception as exc:  # a bug must not ack silently: dead-letter, count, log
             log.exception("positions message failed")
             outputs = [self.engine.dead_letter(source, "internal_error", f"{type(exc).__name__}: {exc}"[:300])]

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import sys
-from typing import BinaryIO, Iterable, Iterator
+from functools import partial
+from typing import Any, BinaryIO, Iterable, Iterator
 
 from topics.codec import DecodeError, decode, encode
 
 from .core.engine import Engine
 from .core.outputs import Output, Source
 from .core.params import Params
+from .typed_input import elements_of, replay_position_line
 from .wire import encode_output
 
 INPUT_TOPICS = ("mark-prices", "positions")
@@ -36,6 +38,14 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
         if not line.strip():
             continue
         offset = line_number - 1
+        typed = replay_position_line(line, engine.params)
+        if typed is not None:  # the typed way (worker/typed_input.py); else the validating way below
+            key, updates = typed
+            elements = elements_of(partial(_line_value, line))
+            source = Source("positions", 0, offset, _key_bytes(key), None,
+                            value_fn=partial(_line_value_bytes, line))
+            yield from engine.process_position_updates(updates, source, elements)
+            continue
         try:
             record = decode(line)
         except DecodeError as exc:
@@ -51,6 +61,15 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
             yield from engine.process_mark(value, source)
         else:
             yield from engine.process_positions(value, source)
+
+
+def _line_value(line: bytes) -> Any:
+    return decode(line)["value"]
+
+
+def _line_value_bytes(line: bytes) -> bytes:
+    """What the validating way puts in the Source for a line: its value, re-encoded."""
+    return _reencoded(_line_value(line), line)
 
 
 def format_output(output: Output) -> bytes:

@@ -23,6 +23,7 @@ from .sharing import DeficitBook, rounds_due, run_rounds_locally, tick_marker
 
 CROSS = "cross"
 ScopeKey = tuple[str, str]  # (account_id, scope): scope is "cross" or the isolated symbol
+WRONG_PARTITION = "account does not belong to this message's partition"
 FUND_REQUEST_ITEMS = 200  # liquidations per `fund_request` message (≈ 1 KiB each)
 
 
@@ -282,11 +283,26 @@ class Engine:
             try:
                 update = decode_position_event(element, self.params)
                 if accept_account is not None and not accept_account(update.account_id):
-                    raise BadInput("wrong_partition", "account does not belong to this message's partition")
+                    raise BadInput("wrong_partition", WRONG_PARTITION)
             except BadInput as exc:
                 out.append(self.dead_letter(source, exc.code, str(exc), index, element))
                 continue
             out.extend(self.apply_position_event(update, source, index, element))
+        return out + self._flush_requests()
+
+    def process_position_updates(self, updates: list[tuple[int | None, PositionUpdate | BalanceUpdate]],
+                                 source: Source, element_at: Callable[[int | None], Any],
+                                 accept_account: Callable[[str], bool] | None = None) -> list[Output]:
+        """``process_positions`` for events a typed decoder already validated (worker/typed_input.py):
+        the same outputs; ``element_at(index)`` gives an event's JSON, asked only for a dead letter."""
+        out: list[Output] = []
+        for index, update in updates:
+            if accept_account is not None and not accept_account(update.account_id):
+                out.append(self.dead_letter(source, "wrong_partition", WRONG_PARTITION, index, element_at(index)))
+                continue
+            held = self.accounts.get(update.account_id)
+            stale = held is not None and update.seq <= held.seq  # apply_position_event's stale_seq
+            out.extend(self.apply_position_event(update, source, index, element_at(index) if stale else None))
         return out + self._flush_requests()
 
     def dead_letter(self, source: Source, code: str, message: str, index: int | None = None,

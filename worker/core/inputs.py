@@ -20,6 +20,9 @@ MAX_UNITS = 10**18 - 1
 MAX_NOTIONAL_UNITS = 10**18 - 1
 
 
+MISSING: object = object()  # a field absent from the event (None would be JSON null)
+
+
 class BadInput(ValueError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -81,8 +84,15 @@ def _str_field(event: dict, field: str, max_chars: int = MAX_ACCOUNT_ID_CHARS) -
 
 
 def _decimal_field(event: dict, field: str, decimals: int, rounding: str = "exact") -> int:
+    return _decimal_value(event.get(field, MISSING), field, decimals, rounding)
+
+
+def _decimal_value(value: object, field: str, decimals: int, rounding: str = "exact") -> int:
+    """A decimal string's units at ``decimals``, bounded; ``MISSING``: the field is absent."""
+    if value is MISSING:
+        raise BadInput("missing_field", f"missing field {field!r}")
     try:
-        units = parse_decimal(_require(event, field), decimals, rounding)
+        units = parse_decimal(value, decimals, rounding)
     except DecimalFormatError as exc:
         raise BadInput(exc.code, f"{field!r}: {exc}") from None
     if not -MAX_UNITS <= units <= MAX_UNITS:
@@ -106,14 +116,21 @@ def decode_mark(event: object, params: Params) -> MarkTick:
     if kind != "mark_price":
         raise BadInput("unknown_type", f"unknown mark-prices event type {str(kind)[:40]!r}")
     symbol = _str_field(event, "symbol")
+    mark_ticks = mark_terms(params, symbol, event.get("mark_price", MISSING))
+    return MarkTick(symbol, mark_ticks, _int_field(event, "ts"), _int_field(event, "seq"))
+
+
+def mark_terms(params: Params, symbol: str, mark_price: object) -> int:
+    """The mark in ticks: the symbol is known, the price a positive decimal (the checks after the
+    field types, in the order ``decode_mark`` makes them; typed decoders share them)."""
     sym = params.symbols.get(symbol)
     if sym is None:
         raise BadInput("unknown_symbol", f"unknown symbol {symbol[:40]!r}")
     # mark prices are rounded half-even to price_decimals (SPEC §2)
-    mark_ticks = _decimal_field(event, "mark_price", sym.price_decimals, "half_even")
+    mark_ticks = _decimal_value(mark_price, "mark_price", sym.price_decimals, "half_even")
     if mark_ticks <= 0:
         raise BadInput("non_positive_price", "'mark_price' must be positive at the symbol's scale")
-    return MarkTick(symbol, mark_ticks, _int_field(event, "ts"), _int_field(event, "seq"))
+    return mark_ticks
 
 
 def decode_position_event(event: object, params: Params) -> PositionUpdate | BalanceUpdate:
@@ -123,35 +140,49 @@ def decode_position_event(event: object, params: Params) -> PositionUpdate | Bal
     if kind == "position":
         account_id = _str_field(event, "account_id")
         symbol = _str_field(event, "symbol")
-        sym = params.symbols.get(symbol)
-        if sym is None:
-            raise BadInput("unknown_symbol", f"unknown symbol {symbol[:40]!r}")
-        size_lots = _decimal_field(event, "size", sym.size_decimals)
-        entry_ticks = _decimal_field(event, "entry_price", sym.price_decimals)
-        if entry_ticks < 0 or (size_lots != 0 and entry_ticks == 0):
-            raise BadInput("non_positive_price", "'entry_price' must be positive for an open position")
-        # N = ceil(|q| · E) in quote units (SPEC §3), bounded like every amount
-        if value_ceil(sym, abs(size_lots), entry_ticks) > MAX_NOTIONAL_UNITS:
-            raise BadInput("out_of_range", "the position's notional at its entry price is beyond 10^18 quote units")
-        mode = event.get("margin_mode", "cross")
-        if mode not in ("cross", "isolated"):
-            raise BadInput("bad_value", "'margin_mode' must be 'cross' or 'isolated'")
-        isolated_margin = 0
-        if "isolated_margin" in event:
-            isolated_margin = _decimal_field(event, "isolated_margin", params.quote_decimals)
-            if isolated_margin < 0:
-                raise BadInput("bad_value", "'isolated_margin' must not be negative")
+        size_lots, entry_ticks, isolated, isolated_margin = position_terms(
+            params, symbol, event.get("size", MISSING), event.get("entry_price", MISSING),
+            event.get("margin_mode", "cross"), event.get("isolated_margin", MISSING))
         return PositionUpdate(
             account_id, symbol, size_lots, entry_ticks, _int_field(event, "seq"), _int_field(event, "ts"),
-            mode == "isolated", isolated_margin, _optional_id(event),
+            isolated, isolated_margin, _optional_id(event),
         )
     if kind == "balance":
         account_id = _str_field(event, "account_id")
         asset = _str_field(event, "asset")
-        if asset != params.asset:
-            raise BadInput("unknown_asset", f"asset {asset[:40]!r} is not the settlement asset")
-        collateral = _decimal_field(event, "collateral", params.quote_decimals)
+        collateral = balance_terms(params, asset, event.get("collateral", MISSING))
         return BalanceUpdate(account_id, collateral, _int_field(event, "seq"), _int_field(event, "ts"), _optional_id(event))
     if not isinstance(kind, str):
         raise BadInput("wrong_type", "'type' must be a string")
     raise BadInput("unknown_type", f"unknown positions event type {kind[:40]!r}")
+
+
+def position_terms(params: Params, symbol: str, size: object, entry_price: object, margin_mode: object,
+                   isolated_margin: object) -> tuple[int, int, bool, int]:
+    """(size_lots, entry_ticks, isolated, isolated_margin_units) of a position event: the checks after
+    the field types, in the order ``decode_position_event`` makes them (typed decoders share them)."""
+    sym = params.symbols.get(symbol)
+    if sym is None:
+        raise BadInput("unknown_symbol", f"unknown symbol {symbol[:40]!r}")
+    size_lots = _decimal_value(size, "size", sym.size_decimals)
+    entry_ticks = _decimal_value(entry_price, "entry_price", sym.price_decimals)
+    if entry_ticks < 0 or (size_lots != 0 and entry_ticks == 0):
+        raise BadInput("non_positive_price", "'entry_price' must be positive for an open position")
+    # N = ceil(|q| · E) in quote units (SPEC §3), bounded like every amount
+    if value_ceil(sym, abs(size_lots), entry_ticks) > MAX_NOTIONAL_UNITS:
+        raise BadInput("out_of_range", "the position's notional at its entry price is beyond 10^18 quote units")
+    if margin_mode != "cross" and margin_mode != "isolated":
+        raise BadInput("bad_value", "'margin_mode' must be 'cross' or 'isolated'")
+    isolated_margin_units = 0
+    if isolated_margin is not MISSING:
+        isolated_margin_units = _decimal_value(isolated_margin, "isolated_margin", params.quote_decimals)
+        if isolated_margin_units < 0:
+            raise BadInput("bad_value", "'isolated_margin' must not be negative")
+    return size_lots, entry_ticks, margin_mode == "isolated", isolated_margin_units
+
+
+def balance_terms(params: Params, asset: str, collateral: object) -> int:
+    """The collateral in quote units: the asset is the settlement asset, the amount a decimal."""
+    if asset != params.asset:
+        raise BadInput("unknown_asset", f"asset {asset[:40]!r} is not the settlement asset")
+    return _decimal_value(collateral, "collateral", params.quote_decimals)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from .fixed import format_units
 from .liquidation import LiquidationPlan
@@ -196,6 +196,11 @@ class Source:
     offset: int | None
     key: bytes | None
     value: bytes | None
+    # the value's bytes when only a dead letter needs them (a typed decoder did not keep them)
+    value_fn: Callable[[], bytes | None] | None = None
+
+    def raw_value(self) -> bytes | None:
+        return self.value if self.value_fn is None else self.value_fn()
 
 
 def _truncate_utf8(raw: bytes, limit: int) -> bytes:
@@ -271,10 +276,11 @@ def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index
         notes.append(f"key of {len(raw_key)} bytes truncated")
         raw_key = _truncate_utf8(raw_key, MAX_DEAD_LETTER_KEY_BYTES)
     key, key_encoding = encode_verbatim(raw_key)
-    size = None if source.value is None else len(source.value)
+    raw_value = source.raw_value()
+    size = None if raw_value is None else len(raw_value)
     refusal = None if index is None else copy_refusal(element)
     if index is None or refusal is not None:
-        raw = source.value
+        raw = raw_value
         truncated = size is not None and size > MAX_DEAD_LETTER_VALUE_BYTES
         if truncated and raw is not None:
             raw = _truncate_utf8(raw, MAX_DEAD_LETTER_VALUE_BYTES)

@@ -1,0 +1,137 @@
+"""Typed decoding of `positions` messages in one C pass (msgspec), in front of the validating decoder.
+
+A `positions` message — an event or a SPEC §6 array of events — is decoded straight into typed
+structs: JSON syntax, field types, integer ranges and string lengths are checked in C, without
+building a dict per event. The checks that need the parameters (symbol, asset, decimals, bounds)
+then run through the core's own ``position_terms`` / ``balance_terms``.
+
+Anything this decoder does not take as is returns None, and the caller goes the validating way
+(``topics.codec.decode`` + ``Engine.process_positions``), which writes the dead letter with its code:
+a wrong type, a missing field, an unknown event type, a refusal by the core's checks, a backslash
+anywhere (escapes are left to the validating decoder), a message over the size limit. So this way
+never accepts what the validating way refuses, and where both accept they give the same updates
+(tests/test_typed_input.py checks both on the hostile corpus and on generated events).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Callable, Union
+
+import msgspec
+
+from topics.codec import MAX_MESSAGE_BYTES, DecodeError, decode
+
+from .core.inputs import (MAX_ACCOUNT_ID_CHARS, MISSING, BadInput, BalanceUpdate, PositionUpdate, balance_terms,
+                          position_terms)
+from .core.params import Params
+
+Update = Union[PositionUpdate, BalanceUpdate]
+Indexed = list[tuple[Union[int, None], Update]]  # (index in the message's array or None, update)
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ACCOUNT_ID_CHARS)]
+_Count = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]  # seq and ts: [0, 2^63) like _int_field
+_LiquidationId = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class _Position(msgspec.Struct, tag_field="type", tag="position"):
+    account_id: _Id
+    symbol: _Id
+    size: str
+    entry_price: str
+    seq: _Count
+    ts: _Count
+    margin_mode: str = "cross"
+    isolated_margin: Union[str, msgspec.UnsetType] = msgspec.UNSET  # null is not "absent": validating way
+    liquidation_id: Union[_LiquidationId, None] = None
+
+
+class _Balance(msgspec.Struct, tag_field="type", tag="balance"):
+    account_id: _Id
+    asset: _Id
+    collateral: str
+    seq: _Count
+    ts: _Count
+    liquidation_id: Union[_LiquidationId, None] = None
+
+
+_Event = Union[_Position, _Balance]
+_Value = Union[_Event, list[_Event]]
+
+
+class _PositionsLine(msgspec.Struct, tag_field="topic", tag="positions"):
+    """A replay line (SPEC §7) of the `positions` topic."""
+
+    value: _Value
+    key: Union[str, None] = None
+
+
+_decode_value = msgspec.json.Decoder(_Value).decode
+_decode_line = msgspec.json.Decoder(_PositionsLine).decode
+
+
+def _update(event: _Event, params: Params) -> Update:
+    if isinstance(event, _Position):
+        isolated_margin: object = MISSING if event.isolated_margin is msgspec.UNSET else event.isolated_margin
+        size_lots, entry_ticks, isolated, isolated_margin_units = position_terms(
+            params, event.symbol, event.size, event.entry_price, event.margin_mode, isolated_margin)
+        return PositionUpdate(event.account_id, event.symbol, size_lots, entry_ticks, event.seq, event.ts,
+                              isolated, isolated_margin_units, event.liquidation_id)
+    collateral_units = balance_terms(params, event.asset, event.collateral)
+    return BalanceUpdate(event.account_id, collateral_units, event.seq, event.ts, event.liquidation_id)
+
+
+def _updates(value: _Value, params: Params) -> Indexed | None:
+    try:
+        if isinstance(value, list):
+            return [(index, _update(event, params)) for index, event in enumerate(value)]
+        return [(None, _update(value, params))]
+    except BadInput:
+        return None
+
+
+def _takes(raw: bytes | None) -> bool:
+    return raw is not None and len(raw) <= MAX_MESSAGE_BYTES and b"\\" not in raw
+
+
+def position_updates(raw: bytes | None, params: Params) -> Indexed | None:
+    """The updates of a `positions` record value, or None: decode it the validating way."""
+    if not _takes(raw):
+        return None
+    try:
+        value = _decode_value(raw)  # type: ignore[arg-type]  # _takes: not None
+    except msgspec.DecodeError:  # ValidationError is a DecodeError
+        return None
+    return _updates(value, params)
+
+
+def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Indexed] | None:
+    """(key, updates) of a replay line of the `positions` topic, or None: decode it the validating way."""
+    if not _takes(line):
+        return None
+    try:
+        record = _decode_line(line)
+    except msgspec.DecodeError:
+        return None
+    updates = _updates(record.value, params)
+    return None if updates is None else (record.key, updates)
+
+
+def elements_of(decode_value: Callable[[], Any]) -> Callable[[int | None], Any]:
+    """``element_at`` for the engine: an event's JSON (for a dead letter), decoded only if asked."""
+    decoded: list[Any] = []
+
+    def element_at(index: int | None) -> Any:
+        if not decoded:
+            decoded.append(decode_value())
+        value = decoded[0]
+        return value if index is None else value[index]
+    return element_at
+
+
+def record_elements(raw: bytes) -> Callable[[int | None], Any]:
+    """``element_at`` for a record value ``position_updates`` took (valid JSON by then)."""
+    def value() -> Any:
+        try:
+            return decode(raw)
+        except DecodeError:  # pragma: no cover - msgspec accepted these bytes as JSON
+            return None
+    return elements_of(value)
