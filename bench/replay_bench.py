@@ -18,7 +18,7 @@ import orjson  # noqa: E402
 
 from worker.core.params import load_params  # noqa: E402
 from worker.core.engine import Engine  # noqa: E402
-from worker.gc_tuning import tune_for_batch  # noqa: E402
+from worker.gc_tuning import tune_collector  # noqa: E402
 from worker.replay import format_output, replay_lines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def main() -> int:
     lines = scenario(args.accounts, args.events)
     generated = time.perf_counter() - started
     rss_after_input_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    tune_for_batch()  # what `replay` does (worker/gc_tuning.py)
+    tune_collector()  # what `replay` does (worker/gc_tuning.py)
     engine = Engine(params)
     started = time.perf_counter()
     outputs = written = 0

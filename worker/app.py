@@ -34,6 +34,7 @@ from .faust_compat import flush_now, patch_fetch_max_wait, patch_recovery_highwa
 from .kafka_security import new_consumer
 from .rounds import BROADCAST, RoundCoordinator, RoundParticipant, item_key
 from .settings import WorkerSettings
+from .gc_tuning import tune_collector
 from .store import register as register_store
 from .typed_input import position_updates, record_elements
 from .wire import encode_output
@@ -762,6 +763,7 @@ def main_worker(argv: list[str]) -> int:
     ignored = faust_setting_variables(os.environ)
     if ignored:
         log.warning("ignoring %s: the worker's Faust settings come from RISK_* only", ", ".join(ignored))
+    tune_collector()
     try:
         app, _ = create_app(settings)
     except SettingsError as exc:

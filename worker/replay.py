@@ -10,7 +10,7 @@ from topics.codec import DecodeError, decode, encode
 from .core.engine import Engine
 from .core.outputs import Output, Source
 from .core.params import Params
-from .gc_tuning import tune_for_batch
+from .gc_tuning import tune_collector
 from .typed_input import elements_of, replay_position_line
 from .wire import encode_output
 
@@ -87,7 +87,7 @@ def run_replay(input_stream: BinaryIO, output_stream: BinaryIO, params: Params) 
 
 
 def main_replay(input_path: str, params: Params) -> int:
-    tune_for_batch()
+    tune_collector()
     with open(input_path, "rb") as handle:
         run_replay(handle, sys.stdout.buffer, params)
     sys.stdout.buffer.flush()

@@ -44,7 +44,7 @@ from typing import Any, BinaryIO, Iterator, Sequence
 from ..core.engine import Engine
 from ..core.fixed import format_units, parse_decimal
 from ..core.params import Params, ParamsError, load_params
-from ..gc_tuning import tune_for_batch
+from ..gc_tuning import tune_collector
 from ..replay import replay_lines
 from ..wire import encode_output
 
@@ -193,7 +193,7 @@ def _counted(handle: BinaryIO, slot: int) -> Iterator[bytes]:
 def replay_figures(input_path: str, params_path: str, label: str, slot: int = 0) -> Figures:
     """Replay ``input_path`` under ``params_path`` (exactly as `python -m worker replay` does) and add up
     its output. Runs in a worker process: takes paths, returns plain data."""
-    tune_for_batch()
+    tune_collector()
     params = load_params(params_path)
     figures = new_figures(label, params_path, params)
     engine = Engine(params)
