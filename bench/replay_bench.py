@@ -19,7 +19,8 @@ import orjson  # noqa: E402
 from worker.core.params import load_params  # noqa: E402
 from worker.core.engine import Engine  # noqa: E402
 from worker.gc_tuning import tune_collector  # noqa: E402
-from worker.replay import format_output, replay_lines  # noqa: E402
+from worker.replay import format_encoded, replay_lines  # noqa: E402
+from worker.wire import encode_output  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,8 +100,9 @@ def main() -> int:
     engine = Engine(params)
     started = time.perf_counter()
     outputs = written = 0
-    for output in replay_lines(lines, engine):  # formatted like `replay` prints, then dropped
-        written += len(format_output(output))
+    for output in replay_lines(lines, engine):  # encoded and formatted as `replay` writes it, then dropped
+        sent, _, value_json = encode_output(engine, output)
+        written += len(format_encoded(sent.topic, sent.key, value_json))
         outputs += 1
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

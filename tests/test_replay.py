@@ -66,3 +66,24 @@ def test_unknown_params_key_is_refused_at_start_naming_the_key(tmp_path):
     done = subprocess.run([*REPLAY, str(EXAMPLES / "crash.jsonl"), "--params", str(bad)], cwd=ROOT,
                           capture_output=True, text=True)
     assert done.returncode != 0 and "split.liquidator_share: unknown key" in done.stderr
+
+
+def test_a_replay_line_spliced_around_the_encoded_value_is_the_line_encoded_whole():
+    # run_replay writes the value bytes it already encoded for the size check into the line;
+    # compact JSON concatenates, so the splice equals encoding {"topic", "key", "value"} at once
+    import orjson
+    from hypothesis import given, strategies as st
+
+    from worker.core.outputs import Output
+    from worker.replay import format_output
+
+    values = st.recursive(st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(),
+                          lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner, max_size=3),
+                          max_leaves=8)
+
+    @given(st.text(), st.text(), values)
+    def check(topic, key, value):
+        whole = orjson.dumps({"topic": topic, "key": key, "value": value}) + b"\n"
+        assert format_output(Output(topic, key, value)) == whole
+
+    check()
