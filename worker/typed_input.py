@@ -105,7 +105,7 @@ def position_updates(raw: bytes | None, params: Params) -> Indexed | None:
 
 def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Indexed] | None:
     """(key, updates) of a replay line of the `positions` topic, or None: decode it the validating way."""
-    if not _takes(line):
+    if b'"positions"' not in line or not _takes(line):  # not that topic (without escapes): no need to try
         return None
     try:
         record = _decode_line(line)
