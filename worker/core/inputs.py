@@ -113,7 +113,8 @@ def decode_mark(event: object, params: Params) -> MarkTick:
     mark_ticks = _decimal_field(event, "mark_price", sym.price_decimals, "half_even")
     if mark_ticks <= 0:
         raise BadInput("non_positive_price", "'mark_price' must be positive at the symbol's scale")
-    return MarkTick(symbol, mark_ticks, _int_field(event, "ts"), _int_field(event, "seq"))
+    # sym.symbol: the params' own key object, so that marks and positions share one string per symbol
+    return MarkTick(sym.symbol, mark_ticks, _int_field(event, "ts"), _int_field(event, "seq"))
 
 
 def decode_position_event(event: object, params: Params) -> PositionUpdate | BalanceUpdate:
@@ -141,8 +142,8 @@ def decode_position_event(event: object, params: Params) -> PositionUpdate | Bal
             isolated_margin = _decimal_field(event, "isolated_margin", params.quote_decimals)
             if isolated_margin < 0:
                 raise BadInput("bad_value", "'isolated_margin' must not be negative")
-        return PositionUpdate(
-            account_id, symbol, size_lots, entry_ticks, _int_field(event, "seq"), _int_field(event, "ts"),
+        return PositionUpdate(  # sym.symbol: one string per symbol, not one per decoded event
+            account_id, sym.symbol, size_lots, entry_ticks, _int_field(event, "seq"), _int_field(event, "ts"),
             mode == "isolated", isolated_margin, _optional_id(event),
         )
     if kind == "balance":
