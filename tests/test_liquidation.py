@@ -310,6 +310,7 @@ def test_the_engine_state_round_trips_through_plain_dicts():
 
     state = driver.engine.accounts["acct"]
     assert AccountState.from_dict(state.to_dict()) == state
+    assert AccountState.from_record(state.to_record()) == state  # the changelog's compact format
     assert Engine(driver.engine.params, {"acct": state}).accounts["acct"].pending == state.pending
 
 
