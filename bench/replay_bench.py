@@ -107,17 +107,20 @@ def main() -> int:
     rss_after_input_mib = current_rss_bytes() / 2**20
     engine = Engine(params)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     outputs = written = 0
     for output in replay_lines(lines, engine):  # formatted like `replay` prints, then dropped
         written += len(format_output(output))
         outputs += 1
     elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started  # this process's CPU: steadier than wall time on a shared machine
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ticks = engine.counters["ticks"]
     print(f"input lines            {len(lines):>12,}  (generated in {generated:.1f} s)")
     print(f"events processed       {engine.counters['ticks'] + engine.counters['position_events']:>12,}")
     print(f"replay time            {elapsed:>12.2f} s")
     print(f"events/s               {len(lines) / elapsed:>12,.0f}  (input messages per second, one process)")
+    print(f"replay CPU time        {cpu_s:>12.2f} s  ({len(lines) / max(cpu_s, 1e-9):,.0f} input messages per CPU second)")
     print(f"outputs                {outputs:>12,}  ({written / 2**20:.1f} MiB)")
     print(f"liquidations           {engine.counters['liquidations']:>12,}  "
           f"(bankrupt {engine.counters['bankruptcies']:,})")

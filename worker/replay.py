@@ -51,6 +51,7 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
             yield from engine.process_mark(value, source)
         else:
             yield from engine.process_positions(value, source)
+        engine.dirty.clear()  # replay persists no state: what changed need not be remembered
 
 
 def format_output(output: Output) -> bytes:

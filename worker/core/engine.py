@@ -10,8 +10,8 @@ import heapq
 import sys
 from array import array
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
 
 from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
@@ -46,8 +46,9 @@ class PositionState:
 class Pending:
     liquidation_id: str
     emitted_ts: int
-    # what was published for it ([topic, key, value]); re-published as is after a crash
-    outputs: list = field(default_factory=list)
+    # what was published for it ([topic, key, value]); re-published as is after a crash. Empty
+    # (replay, local settlement): the shared empty tuple, not a list per pending liquidation
+    outputs: Sequence[list[Any]] = ()
 
 
 class AccountState:
@@ -172,7 +173,8 @@ class AccountState:
             "collateral": self.collateral_units,
             "positions": {s: [p.size_lots, p.entry_ticks, p.isolated, p.isolated_margin_units]
                           for s, p in self.positions.items()},
-            "pending": {s: [p.liquidation_id, p.emitted_ts, p.outputs] for s, p in (self._pending or {}).items()},
+            "pending": {s: [p.liquidation_id, p.emitted_ts, list(p.outputs)]
+                        for s, p in (self._pending or {}).items()},
             "emitted": {s: list(v) for s, v in (self._emitted or {}).items()},
             "in_call": sorted(self._in_call or ()),
             "claim": str(self.claim_units),  # a string: a sum of haircuts is not bounded by 64 bits
@@ -197,7 +199,8 @@ class AccountState:
                 positions.append([symbol, p.size_lots, p.entry_ticks])
         record: list[Any] = [RECORD_FORMAT, self.account_id, self.seq, self.collateral_units, positions,
                              str(self.claim_units),
-                             [[s, p.liquidation_id, p.emitted_ts, p.outputs] for s, p in (self._pending or {}).items()],
+                             [[s, p.liquidation_id, p.emitted_ts, list(p.outputs)]
+                              for s, p in (self._pending or {}).items()],
                              [[s, *v] for s, v in (self._emitted or {}).items()],
                              sorted(self._in_call or ()),
                              [[k, *v] for k, v in (self._rounds or {}).items()]]
@@ -229,7 +232,7 @@ class AccountState:
             collateral_units=fields[3],
             positions=positions,
             claim_units=int(fields[5] or "0"),
-            pending={sys.intern(e[0]): Pending(e[1], e[2], e[3]) for e in fields[6] or ()} or None,
+            pending={sys.intern(e[0]): Pending(e[1], e[2], e[3] or ()) for e in fields[6] or ()} or None,
             emitted={sys.intern(e[0]): [e[1], e[2]] for e in fields[7] or ()} or None,
             in_call={sys.intern(s) for s in fields[8] or ()} or None,
             rounds={e[0]: list(e[1:]) for e in fields[9] or ()} or None,
@@ -242,7 +245,7 @@ class AccountState:
             seq=data["seq"],
             collateral_units=data["collateral"],
             positions={sys.intern(s): PositionState(*v) for s, v in data["positions"].items()},
-            pending={sys.intern(s): Pending(*v) for s, v in data["pending"].items()} or None,
+            pending={sys.intern(s): Pending(v[0], v[1], v[2] or ()) for s, v in data["pending"].items()} or None,
             emitted={sys.intern(s): list(v) for s, v in data["emitted"].items()} or None,
             in_call={sys.intern(s) for s in data["in_call"]} or None,
             claim_units=int(data.get("claim", "0")),
