@@ -331,8 +331,12 @@ class CandidateIndex:
     def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int, hi_ticks: int) -> None:
         slot = self._slot(key)
         tail = (self._version[slot] & _LOW32) << 32 | slot
-        heapq.heappush(self._low.setdefault(symbol, []), (-lo_ticks) << 64 | tail)
-        heapq.heappush(self._high.setdefault(symbol, []), hi_ticks << 64 | tail)
+        low = self._low.get(symbol)
+        if low is None:
+            low = self._low[symbol] = []
+            self._high[symbol] = []
+        heapq.heappush(low, (-lo_ticks) << 64 | tail)
+        heapq.heappush(self._high[symbol], hi_ticks << 64 | tail)
         self._bands[slot] += 1
         self._live += 1
         self._entries += 1
@@ -670,7 +674,7 @@ class Engine:
         # its own pending scopes see the timeout here; other accounts' only on ticks, which every
         # worker sees (so that a partitioned worker expires exactly what replay expires)
         watched = account.watched_scopes()
-        if watched:
+        if watched and any(scope not in scopes for scope in watched):  # a scope closed since
             scopes = sorted(set(scopes).union(watched), key=_scope_rank)
         out: list[Output] = []
         for scope in scopes:
