@@ -659,6 +659,9 @@ class Engine:
                 changed.append(CROSS)
             trigger = Trigger("balance", None, update.seq, None)
         account.seq = update.seq
+        # emitted counts liquidations per scope at one seq (the n of their ids); every entry is of
+        # a seq ≤ the one before this event, so none is read again (ids restart at n = 0)
+        account._emitted = None
         self.counters["position_events"] += 1
         if update.liquidation_id is not None:
             pending = account._pending
