@@ -17,7 +17,7 @@ and, from the taking-over worker's /stats (`rebalance`, wall-clock marks):
   detect  kill → the survivor's revocation (the group noticed the death)
   join    revocation → new assignment (JoinGroup + SyncGroup)
   table   assignment → `accounts` table recovered (changelog replay: Faust's recovery)
-  load    rebuilding the engine's accounts from the table (AccountState.from_dict + index)
+  load    rebuilding the engine's accounts from the table (AccountState.from_record + index)
 
 Each configuration runs `--trials` times in the same broker, interleaved (A B A B ...), so
 baseline and candidate see the same machine load; medians and ranges are printed.

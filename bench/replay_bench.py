@@ -1,7 +1,9 @@
 """Replay benchmark: N accounts, M events with a crash, through the same core as the worker.
 
-Prints events/s, liquidations, evaluations per tick and peak RSS. No broker involved.
+Prints events/s, liquidations, evaluations per tick, peak RSS and the replay's memory per account
+(peak RSS minus the RSS after generating the input, ÷ accounts). No broker involved.
 Usage: python bench/replay_bench.py [--accounts 100000] [--events 1000000]
+       python bench/replay_bench.py --accounts 1000000 --events 2000002   (memory: 1 M accounts, loading only)
 """
 from __future__ import annotations
 
@@ -85,6 +87,15 @@ def scenario(accounts: int, events: int, seed: int = 7) -> list[bytes]:
     return lines
 
 
+def current_rss_bytes() -> int:
+    """Resident set size now (Linux /proc; elsewhere the peak so far, an upper bound)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * resource.getpagesize()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--accounts", type=int, default=100_000)
@@ -95,28 +106,34 @@ def main() -> int:
     started = time.perf_counter()
     lines = scenario(args.accounts, args.events)
     generated = time.perf_counter() - started
-    rss_after_input_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_after_input_mib = current_rss_bytes() / 2**20
     tune_collector()  # what `replay` does (worker/gc_tuning.py)
     engine = Engine(params)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     outputs = written = 0
     for output in replay_lines(lines, engine):  # encoded and formatted as `replay` writes it, then dropped
         sent, _, value_json = encode_output(engine, output)
         written += len(format_encoded(sent.topic, sent.key, value_json))
         outputs += 1
     elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started  # this process's CPU: steadier than wall time on a shared machine
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ticks = engine.counters["ticks"]
     print(f"input lines            {len(lines):>12,}  (generated in {generated:.1f} s)")
     print(f"events processed       {engine.counters['ticks'] + engine.counters['position_events']:>12,}")
     print(f"replay time            {elapsed:>12.2f} s")
     print(f"events/s               {len(lines) / elapsed:>12,.0f}  (input messages per second, one process)")
+    print(f"replay CPU time        {cpu_s:>12.2f} s  ({len(lines) / max(cpu_s, 1e-9):,.0f} input messages per CPU second)")
     print(f"outputs                {outputs:>12,}  ({written / 2**20:.1f} MiB)")
     print(f"liquidations           {engine.counters['liquidations']:>12,}  "
           f"(bankrupt {engine.counters['bankruptcies']:,})")
     print(f"evaluations per tick   {engine.counters['evaluations:BTC-PERP'] / max(1, ticks):>12.1f}  "
           f"(mean over {ticks:,} ticks, {args.accounts:,} accounts)")
     print(f"peak RSS               {peak_mib:>12.0f} MiB  ({rss_after_input_mib:.0f} MiB after generating the input in memory)")
+    # replay memory per account = (peak RSS − RSS after generating the input) ÷ accounts
+    per_account_bytes = max(0.0, peak_mib - rss_after_input_mib) * 2**20 / max(1, args.accounts)
+    print(f"memory per account     {per_account_bytes:>12,.0f} B    (peak RSS − RSS after the input, ÷ accounts)")
     return 0
 
 

@@ -115,8 +115,9 @@ class WorkerMetrics:
     def sync_engine(self, runtime: Any) -> None:
         """Gauges and counters mirrored from the engine's state and counters."""
         engine = runtime.engine
-        self.pending.set(sum(len(a.pending) for a in engine.accounts.values()))
-        self.margin_call.set(sum(len(a.in_call) for a in engine.accounts.values()))
+        # kept by the engine as they change: O(1) per scrape, not a sum over every account
+        self.pending.set(engine.pending_scopes)
+        self.margin_call.set(engine.call_scopes)
         self.owned.set(len(runtime.owned))
         self._mirror("reliquidations", engine.counters.get("reliquidations", 0), self.reliquidations)
         for key, count in engine.counters.items():

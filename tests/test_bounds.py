@@ -203,4 +203,5 @@ def test_any_event_the_decoder_accepts_survives_the_engine_the_state_and_every_e
                     encode_bounded({"balance": str(ledger.fund.balance_units)})
                     encode_bounded(ledger.settled[item["liquidation_id"]])
         for account in engine.accounts.values():  # the changelog round trip is exact
-            assert AccountState.from_dict(orjson.loads(encode_bounded(account.to_dict()))) == account
+            assert AccountState.from_record(orjson.loads(encode_bounded(account.to_record()))) == account
+            assert AccountState.from_dict(orjson.loads(encode_bounded(account.to_dict()))) == account  # first format

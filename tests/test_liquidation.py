@@ -310,6 +310,7 @@ def test_the_engine_state_round_trips_through_plain_dicts():
 
     state = driver.engine.accounts["acct"]
     assert AccountState.from_dict(state.to_dict()) == state
+    assert AccountState.from_record(state.to_record()) == state  # the changelog's compact format
     assert Engine(driver.engine.params, {"acct": state}).accounts["acct"].pending == state.pending
 
 
@@ -365,3 +366,35 @@ def test_an_oversized_utf8_value_is_cut_on_a_character_boundary_and_stays_text()
     assert event["value_encoding"] == "utf-8" and event["value_truncated"] is True
     assert len(event["value"].encode()) == MAX_DEAD_LETTER_VALUE_BYTES - 1  # 1 + 2·32 767 bytes kept
     assert event["value_size"] == len(raw)
+
+
+def test_the_metrics_read_the_kept_pending_and_margin_call_counts():
+    """/metrics reads the engine's kept counts (no sum over the accounts per scrape); they follow
+    a margin call, its clearing, a liquidation and its ack."""
+    from types import SimpleNamespace
+
+    from metrics import WorkerMetrics
+
+    driver = Driver(make_params())
+    runtime = SimpleNamespace(engine=driver.engine, owned={0})
+    metrics = WorkerMetrics()
+
+    def gauges() -> tuple[float, float]:
+        metrics.sync_engine(runtime)
+        value = metrics.registry.get_sample_value
+        return value("risk_pending_liquidations"), value("risk_margin_call_scopes")
+
+    # wallet 1 000, long 1 BTC @ 20 000 (as above): call below 19 114.7, liquidatable below
+    # EQ < MM ⇔ 1 000 + (P − 20 000) < 0.004·P ⇔ P < 19 076.3
+    open_long_btc(driver)
+    open_long_btc(driver, account="b", collateral="1000")
+    assert gauges() == (0, 0)
+    driver.mark("BTC-PERP", "19100.0", T + 1, 2)  # both in the call zone
+    assert gauges() == (0, 2)
+    driver.positions(balance("b", "5000", 3, T + 2))  # b leaves it: cleared
+    assert gauges() == (0, 1)
+    driver.mark("BTC-PERP", "19000.0", T + 3, 3)  # acct liquidated (pending, out of the call zone)
+    assert gauges() == (1, 0)
+    [liquidation] = driver.liquidations()
+    driver.positions(position("acct", "BTC-PERP", "0", "0", 3, T + 4, liquidation_id=liquidation["liquidation_id"]))
+    assert gauges() == (0, 0) == driver.engine.recount_scopes()

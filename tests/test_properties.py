@@ -181,3 +181,140 @@ def test_same_input_same_bytes_and_the_index_finds_what_a_full_scan_finds(data):
     full_scan = b"".join(format_output(o) for o in run(params, lines, use_index=False).outputs)
     assert first == second
     assert first == full_scan
+
+
+def interleaved_scenario(draw, params):
+    """Ticks interleaved with account events, drawn while an engine (index on) runs them: balance
+    events with the same or another collateral, position events identical to the one held or not
+    (resized, closed, switched to isolated), acks of a pending liquidation (its id read from the
+    engine), and every ``check`` step asserted on the engine. Returns the lines and the driver."""
+    driver = Driver(params)
+    lines = []
+    ts = T
+    prices = {"BTC-PERP": 200_000, "ETH-PERP": 150_000}
+    mark_seq = {"BTC-PERP": 0, "ETH-PERP": 0}
+    seq_of: dict[str, int] = {}
+    held: dict[tuple[str, str], dict] = {}  # (account, symbol) → the last position event sent
+    collateral_of: dict[str, str] = {}
+    fmt = {"BTC-PERP": ("{:.3f}", 1000, "20000.0"), "ETH-PERP": ("{:.2f}", 100, "1500.00")}
+
+    def send(kind, value):
+        lines.append((kind, value))
+        if kind == "mark":
+            driver.mark(value["symbol"], value["mark_price"], value["ts"], value["seq"])
+        else:
+            driver.positions(value)
+        # the kept counts are the recount after every event (metrics read the kept ones)
+        assert (driver.engine.pending_scopes, driver.engine.call_scopes) == driver.engine.recount_scopes()
+
+    def tick(symbol):
+        nonlocal ts
+        prices[symbol] = max(1, prices[symbol] * draw(st.integers(960_000, 1_030_000)) // PPM)
+        mark_seq[symbol] += 1
+        decimals = 1 if symbol == "BTC-PERP" else 2
+        text = f"{prices[symbol] // 10**decimals}.{prices[symbol] % 10**decimals:0{decimals}d}"
+        send("mark", {"symbol": symbol, "mark_price": text, "ts": ts, "seq": mark_seq[symbol]})
+
+    def position_event(account, symbol, **extra):
+        pattern, scale, entry = fmt[symbol]
+        size = pattern.format(draw(st.integers(-3000, 3000)) / scale)
+        if draw(st.integers(0, 4)) == 0:
+            extra = {"margin_mode": "isolated", "isolated_margin": str(draw(st.integers(0, 800))), **extra}
+        seq_of[account] += 1
+        event = position(account, symbol, size, entry, seq_of[account], ts, **extra)
+        held[(account, symbol)] = event
+        send("pos", event)
+
+    accounts = [f"acct-{i:02d}" for i in range(draw(st.integers(1, 5)))]
+    if draw(st.booleans()):  # marks first, or accounts first (scopes watched until a mark)
+        tick("BTC-PERP")
+        tick("ETH-PERP")
+    for account in accounts:
+        seq_of[account] = 1
+        collateral_of[account] = str(draw(st.one_of(st.integers(50, 600), st.integers(50, 5_000))))
+        send("pos", balance(account, collateral_of[account], 1, ts))
+        for symbol in ("BTC-PERP", "ETH-PERP"):
+            if draw(st.booleans()):
+                position_event(account, symbol)
+    for _ in range(draw(st.integers(1, 40))):
+        ts += draw(st.integers(1, 800))
+        step = draw(st.sampled_from(["tick", "tick", "tick", "same_balance", "balance", "same_position",
+                                     "position", "ack"]))
+        account = draw(st.sampled_from(accounts))
+        if step == "tick" or mark_seq["BTC-PERP"] == 0:
+            tick(draw(st.sampled_from(["BTC-PERP", "ETH-PERP"])))
+        elif step in ("same_balance", "balance"):
+            if step == "balance":
+                collateral_of[account] = str(draw(st.one_of(st.integers(0, 600), st.integers(0, 5_000))))
+            seq_of[account] += 1
+            send("pos", balance(account, collateral_of[account], seq_of[account], ts))
+        elif step == "same_position":
+            symbol = draw(st.sampled_from(["BTC-PERP", "ETH-PERP"]))
+            if (account, symbol) in held:  # the very position held, again (a new seq)
+                seq_of[account] += 1
+                send("pos", {**held[(account, symbol)], "seq": seq_of[account], "ts": ts})
+        elif step == "position":
+            position_event(account, draw(st.sampled_from(["BTC-PERP", "ETH-PERP"])))
+        else:
+            pending = sorted((a, s, p.liquidation_id) for a, state in driver.engine.accounts.items()
+                             for s, p in state.pending.items())
+            if pending:
+                account, scope, liquidation_id = draw(st.sampled_from(pending))
+                symbol = scope if scope != "cross" else draw(st.sampled_from(["BTC-PERP", "ETH-PERP"]))
+                position_event(account, symbol, liquidation_id=liquidation_id)
+    return lines, driver
+
+
+@given(st.data())
+@SETTINGS
+def test_account_events_between_ticks_the_index_finds_what_a_full_scan_finds(data):
+    """An account event re-evaluates only the scopes it changed or that hold no band (the rest
+    are in the zone of their last evaluation); the full scan evaluates every scope of the account
+    and every holder on each tick: both emit the same bytes."""
+    params = data.draw(parameter_sets())
+    lines, indexed = interleaved_scenario(data.draw, params)
+    label("liquidations" if indexed.liquidations() else "no liquidation")
+    label("margin calls" if indexed.values("margin-calls") else "no margin call")
+    label("acks" if indexed.engine.counters["acks"] else "no ack")
+    full_scan = run(params, lines, use_index=False)
+    assert b"".join(format_output(o) for o in indexed.outputs) == b"".join(format_output(o) for o in full_scan.outputs)
+    assert indexed.engine.counters["evaluations"] <= full_scan.engine.counters["evaluations"]
+    assert (full_scan.engine.pending_scopes, full_scan.engine.call_scopes) == full_scan.engine.recount_scopes()
+
+
+@given(st.data())
+@SETTINGS
+def test_kept_scope_counts_equal_the_recount_over_reloads_and_takeovers(data):
+    """The pending and margin-call counts the metrics read are kept as they change; after
+    reloading the accounts from their changelog records (a rebalance: load_accounts) or taking
+    some over (take_over), and after every later event, they equal the recount."""
+    import orjson
+
+    from worker.core.engine import AccountState
+
+    params = data.draw(parameter_sets())
+    lines, driver = interleaved_scenario(data.draw, params)
+    engine = driver.engine
+
+    records = {a: orjson.dumps(state.to_record()) for a, state in engine.accounts.items()}  # the changelog
+
+    def copies(ids):
+        return {a: AccountState.from_record(orjson.loads(records[a])) for a in ids}
+
+    ids = sorted(engine.accounts)
+    taken = set(data.draw(st.sets(st.sampled_from(ids)))) if ids else set()
+    if data.draw(st.booleans()):
+        engine.load_accounts(copies(ids))
+    else:  # a rebalance: keep some, take the others over (as the worker does after load_accounts)
+        kept = copies(sorted(set(ids) - taken))
+        engine.load_accounts(kept)
+        assert (engine.pending_scopes, engine.call_scopes) == engine.recount_scopes()
+        engine.take_over(copies(sorted(taken)))
+    assert (engine.pending_scopes, engine.call_scopes) == engine.recount_scopes()
+    assert sorted(engine.accounts) == ids
+    for kind, value in lines[-10:]:  # the same events again are stale; the ticks are not replayed
+        if kind == "pos":
+            driver.positions(value)
+        assert (engine.pending_scopes, engine.call_scopes) == engine.recount_scopes()
+    engine.load_accounts({})  # revoked: nothing left to count
+    assert (engine.pending_scopes, engine.call_scopes) == (0, 0)

@@ -33,7 +33,7 @@ def fresh(params, source: Engine) -> Engine:
 
 
 def copies(accounts: dict[str, AccountState]) -> dict[str, AccountState]:
-    return {key: AccountState.from_dict(orjson.loads(orjson.dumps(a.to_dict()))) for key, a in accounts.items()}
+    return {key: AccountState.from_record(orjson.loads(orjson.dumps(a.to_record()))) for key, a in accounts.items()}
 
 
 def test_take_over_in_two_steps_matches_load_and_evaluate_all():

@@ -202,7 +202,7 @@ class Runtime:
         """The account's changelog record (topic, partition, key, value), with the table's in-memory
         copy updated; None when the state cannot be encoded."""
         key = account.account_id
-        value = account.to_dict()
+        value = account.to_record()  # the compact format (from_record reads both)
         try:
             data = encode_bounded(value)
         except EncodeError:  # cannot happen for bounded inputs (tests/test_bounds.py); never a retry loop
@@ -497,7 +497,7 @@ class Runtime:
                 continue
             account = kept_accounts.get(key) if partition in reusable else None
             if account is None:
-                account = take_built(key, value) or AccountState.from_dict(value)
+                account = take_built(key, value) or AccountState.from_record(value)
             accounts[key] = account
             if partition not in kept_owned:
                 new.add(key)
@@ -700,7 +700,7 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     json_values = faust.Schema(key_type=str, key_serializer="raw", value_serializer="json")
     runtime.accounts_table = app.Table("accounts", partitions=settings.partitions, schema=json_values)
     if hasattr(runtime.accounts_table.data, "builder"):  # standby copies are built as they arrive
-        runtime.accounts_table.data.builder = AccountState.from_dict
+        runtime.accounts_table.data.builder = AccountState.from_record  # either changelog format
     runtime.fund_table = app.Table("fund-ledger", partitions=1, schema=json_values)
     if runtime.sharing:
         runtime.snapshots_table = app.Table("round-snapshots", partitions=settings.partitions, schema=json_values)

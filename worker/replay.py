@@ -46,6 +46,7 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
             source = Source("positions", 0, offset, _key_bytes(key), None,
                             value_fn=partial(_line_value_bytes, line))
             yield from engine.process_position_updates(updates, source, elements)
+            engine.dirty.clear()  # replay persists no state (below)
             continue
         try:
             record = decode(line)
@@ -62,6 +63,7 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
             yield from engine.process_mark(value, source)
         else:
             yield from engine.process_positions(value, source)
+        engine.dirty.clear()  # replay persists no state: what changed need not be remembered
 
 
 def _line_value(line: bytes) -> Any:

@@ -71,9 +71,9 @@ _decode_line = msgspec.json.Decoder(_PositionsLine).decode
 def _update(event: _Event, params: Params) -> Update:
     if isinstance(event, _Position):
         isolated_margin: object = MISSING if event.isolated_margin is msgspec.UNSET else event.isolated_margin
-        size_lots, entry_ticks, isolated, isolated_margin_units = position_terms(
+        symbol, size_lots, entry_ticks, isolated, isolated_margin_units = position_terms(
             params, event.symbol, event.size, event.entry_price, event.margin_mode, isolated_margin)
-        return PositionUpdate(event.account_id, event.symbol, size_lots, entry_ticks, event.seq, event.ts,
+        return PositionUpdate(event.account_id, symbol, size_lots, entry_ticks, event.seq, event.ts,
                               isolated, isolated_margin_units, event.liquidation_id)
     collateral_units = balance_terms(params, event.asset, event.collateral)
     return BalanceUpdate(event.account_id, collateral_units, event.seq, event.ts, event.liquidation_id)

@@ -115,14 +115,14 @@ def decode_mark(event: object, params: Params) -> MarkTick:
     kind = event.get("type", "mark_price")
     if kind != "mark_price":
         raise BadInput("unknown_type", f"unknown mark-prices event type {str(kind)[:40]!r}")
-    symbol = _str_field(event, "symbol")
-    mark_ticks = mark_terms(params, symbol, event.get("mark_price", MISSING))
+    symbol, mark_ticks = mark_terms(params, _str_field(event, "symbol"), event.get("mark_price", MISSING))
     return MarkTick(symbol, mark_ticks, _int_field(event, "ts"), _int_field(event, "seq"))
 
 
-def mark_terms(params: Params, symbol: str, mark_price: object) -> int:
-    """The mark in ticks: the symbol is known, the price a positive decimal (the checks after the
-    field types, in the order ``decode_mark`` makes them; typed decoders share them)."""
+def mark_terms(params: Params, symbol: str, mark_price: object) -> tuple[str, int]:
+    """(symbol, mark in ticks): the symbol is known, the price a positive decimal (the checks after
+    the field types, in the order ``decode_mark`` makes them; typed decoders share them). The symbol
+    returned is the params' own key object, so that marks and positions share one string per symbol."""
     sym = params.symbols.get(symbol)
     if sym is None:
         raise BadInput("unknown_symbol", f"unknown symbol {symbol[:40]!r}")
@@ -130,7 +130,7 @@ def mark_terms(params: Params, symbol: str, mark_price: object) -> int:
     mark_ticks = _decimal_value(mark_price, "mark_price", sym.price_decimals, "half_even")
     if mark_ticks <= 0:
         raise BadInput("non_positive_price", "'mark_price' must be positive at the symbol's scale")
-    return mark_ticks
+    return sym.symbol, mark_ticks  # the params' own key object: one string per symbol
 
 
 def decode_position_event(event: object, params: Params) -> PositionUpdate | BalanceUpdate:
@@ -140,7 +140,7 @@ def decode_position_event(event: object, params: Params) -> PositionUpdate | Bal
     if kind == "position":
         account_id = _str_field(event, "account_id")
         symbol = _str_field(event, "symbol")
-        size_lots, entry_ticks, isolated, isolated_margin = position_terms(
+        symbol, size_lots, entry_ticks, isolated, isolated_margin = position_terms(
             params, symbol, event.get("size", MISSING), event.get("entry_price", MISSING),
             event.get("margin_mode", "cross"), event.get("isolated_margin", MISSING))
         return PositionUpdate(
@@ -158,9 +158,10 @@ def decode_position_event(event: object, params: Params) -> PositionUpdate | Bal
 
 
 def position_terms(params: Params, symbol: str, size: object, entry_price: object, margin_mode: object,
-                   isolated_margin: object) -> tuple[int, int, bool, int]:
-    """(size_lots, entry_ticks, isolated, isolated_margin_units) of a position event: the checks after
-    the field types, in the order ``decode_position_event`` makes them (typed decoders share them)."""
+                   isolated_margin: object) -> tuple[str, int, int, bool, int]:
+    """(symbol, size_lots, entry_ticks, isolated, isolated_margin_units) of a position event: the
+    checks after the field types, in the order ``decode_position_event`` makes them (typed decoders
+    share them). The symbol is the params' own key object: one string per symbol, not one per event."""
     sym = params.symbols.get(symbol)
     if sym is None:
         raise BadInput("unknown_symbol", f"unknown symbol {symbol[:40]!r}")
@@ -178,7 +179,7 @@ def position_terms(params: Params, symbol: str, size: object, entry_price: objec
         isolated_margin_units = _decimal_value(isolated_margin, "isolated_margin", params.quote_decimals)
         if isolated_margin_units < 0:
             raise BadInput("bad_value", "'isolated_margin' must not be negative")
-    return size_lots, entry_ticks, margin_mode == "isolated", isolated_margin_units
+    return sym.symbol, size_lots, entry_ticks, margin_mode == "isolated", isolated_margin_units
 
 
 def balance_terms(params: Params, asset: str, collateral: object) -> int:

@@ -389,7 +389,7 @@ def forget_round(accounts: dict[str, Any], account_ids: Any, round_id: str, dirt
     """A round is done: its accounts no longer need to remember what it paid them."""
     for account_id in account_ids:
         account = accounts.get(account_id)
-        if account is not None and account.rounds.pop(round_id, None) is not None:
+        if account is not None and account.forget_round(round_id):
             dirty.add(account_id)
 
 
