@@ -1,13 +1,20 @@
 """Replay benchmark: N accounts, M events with a crash, through the same core as the worker.
 
 Prints events/s, liquidations, evaluations per tick and peak RSS. No broker involved.
-Usage: python bench/replay_bench.py [--accounts 100000] [--events 1000000]
+Usage: python bench/replay_bench.py [--accounts 100000] [--events 1000000] [--both]
+
+The core runs compiled (mypyc) when the install built it, else pure; the first line says which.
+``--both`` runs the bench twice, one subprocess each, pure (RISK_PURE_CORE=1) then compiled, on
+the same input, and prints both and their ratio.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import re
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
 
+import worker.core  # noqa: E402
 from worker.core.params import load_params  # noqa: E402
 from worker.core.engine import Engine  # noqa: E402
 from worker.replay import format_output, replay_lines  # noqa: E402
@@ -88,7 +96,11 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--params", default=str(ROOT / "bench" / "bench_params.toml"))
+    parser.add_argument("--both", action="store_true",
+                        help="run pure (RISK_PURE_CORE=1) then compiled, one subprocess each, and compare")
     args = parser.parse_args()
+    if args.both:
+        return both(args)
     params = load_params(args.params)
     started = time.perf_counter()
     lines = scenario(args.accounts, args.events)
@@ -103,6 +115,8 @@ def main() -> int:
     elapsed = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ticks = engine.counters["ticks"]
+    print(f"core                   {'compiled (mypyc)' if worker.core.COMPILED else 'pure Python'}"
+          f"{'' if worker.core.COMPILED else f'  ({worker.core.PURE_REASON})'}")
     print(f"input lines            {len(lines):>12,}  (generated in {generated:.1f} s)")
     print(f"events processed       {engine.counters['ticks'] + engine.counters['position_events']:>12,}")
     print(f"replay time            {elapsed:>12.2f} s")
@@ -113,6 +127,28 @@ def main() -> int:
     print(f"evaluations per tick   {engine.counters['evaluations:BTC-PERP'] / max(1, ticks):>12.1f}  "
           f"(mean over {ticks:,} ticks, {args.accounts:,} accounts)")
     print(f"peak RSS               {peak_mib:>12.0f} MiB  ({rss_after_input_mib:.0f} MiB after generating the input in memory)")
+    return 0
+
+
+def both(args: argparse.Namespace) -> int:
+    """The same bench, pure then compiled, in two subprocesses (same input: the scenario is seeded)."""
+    command = [sys.executable, __file__, "--accounts", str(args.accounts), "--events", str(args.events),
+               "--params", args.params]
+    rates = {}
+    for label, pure in (("pure", "1"), ("compiled", "0")):
+        print(f"--- {label} core (RISK_PURE_CORE={pure})", flush=True)
+        run = subprocess.run(command, env={**os.environ, "RISK_PURE_CORE": pure}, capture_output=True, text=True)
+        sys.stdout.write(run.stdout)
+        sys.stderr.write(run.stderr)
+        if run.returncode:
+            return run.returncode
+        found = re.search(r"^events/s\s+([\d,]+)", run.stdout, re.MULTILINE)
+        rates[label] = int(found.group(1).replace(",", "")) if found else 0
+        if label == "compiled" and "compiled (mypyc)" not in run.stdout:
+            print("(no compiled core in this install: the second run was pure too)")
+    if rates.get("pure"):
+        print(f"--- compiled / pure: {rates['compiled'] / rates['pure']:.2f}x "
+              f"({rates['compiled']:,} / {rates['pure']:,} input lines/s)")
     return 0
 
 

@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .fixed import PPM, ceil_div, floor_div
 from .margin import Leg, margin_state, notional, severity_ppm, value_floor
 from .params import Params, SymbolParams
 
 
+@mypyc_attr(native_class=False)  # compiled: a built-in exception base needs a Python class
 class AccountingError(AssertionError):
     """A tranche that does not balance: a bug, never clamped."""
 

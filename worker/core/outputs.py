@@ -273,6 +273,7 @@ def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index
     key, key_encoding = encode_verbatim(raw_key)
     size = None if source.value is None else len(source.value)
     refusal = None if index is None else copy_refusal(element)
+    value: Any  # the original's text (or base64), or the batch element as JSON (any JSON value)
     if index is None or refusal is not None:
         raw = source.value
         truncated = size is not None and size > MAX_DEAD_LETTER_VALUE_BYTES

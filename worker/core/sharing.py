@@ -24,6 +24,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .fixed import format_units
 from .margin import unrealized_pnl
 from .outputs import Output
@@ -32,6 +34,7 @@ from .params import Params, SymbolParams
 SIDES = ("long", "short")  # pairs run in this order at a tick (SPEC §5.1)
 
 
+@mypyc_attr(native_class=False)  # compiled: a built-in exception base needs a Python class
 class SharingError(AssertionError):
     """A round that does not conserve: raised, never clamped."""
 
