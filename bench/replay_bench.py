@@ -108,11 +108,13 @@ def main() -> int:
     rss_after_input_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     engine = Engine(params)
     started = time.perf_counter()
+    cpu_started = time.process_time()
     outputs = written = 0
     for output in replay_lines(lines, engine):  # formatted like `replay` prints, then dropped
         written += len(format_output(output))
         outputs += 1
     elapsed = time.perf_counter() - started
+    cpu_seconds = time.process_time() - cpu_started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ticks = engine.counters["ticks"]
     print(f"core                   {'compiled (mypyc)' if worker.core.COMPILED else 'pure Python'}"
@@ -121,6 +123,7 @@ def main() -> int:
     print(f"events processed       {engine.counters['ticks'] + engine.counters['position_events']:>12,}")
     print(f"replay time            {elapsed:>12.2f} s")
     print(f"events/s               {len(lines) / elapsed:>12,.0f}  (input messages per second, one process)")
+    print(f"events per CPU-second  {len(lines) / cpu_seconds:>12,.0f}  ({cpu_seconds:.2f} s of CPU: less noisy on a shared machine)")
     print(f"outputs                {outputs:>12,}  ({written / 2**20:.1f} MiB)")
     print(f"liquidations           {engine.counters['liquidations']:>12,}  "
           f"(bankrupt {engine.counters['bankruptcies']:,})")
@@ -142,13 +145,16 @@ def both(args: argparse.Namespace) -> int:
         sys.stderr.write(run.stderr)
         if run.returncode:
             return run.returncode
-        found = re.search(r"^events/s\s+([\d,]+)", run.stdout, re.MULTILINE)
-        rates[label] = int(found.group(1).replace(",", "")) if found else 0
+        for name, pattern in (("wall", r"^events/s\s+([\d,]+)"), ("cpu", r"^events per CPU-second\s+([\d,]+)")):
+            found = re.search(pattern, run.stdout, re.MULTILINE)
+            rates[label, name] = int(found.group(1).replace(",", "")) if found else 0
         if label == "compiled" and "compiled (mypyc)" not in run.stdout:
             print("(no compiled core in this install: the second run was pure too)")
-    if rates.get("pure"):
-        print(f"--- compiled / pure: {rates['compiled'] / rates['pure']:.2f}x "
-              f"({rates['compiled']:,} / {rates['pure']:,} input lines/s)")
+    if rates.get(("pure", "wall")) and rates.get(("pure", "cpu")):
+        print(f"--- compiled / pure: {rates['compiled', 'wall'] / rates['pure', 'wall']:.2f}x by wall clock "
+              f"({rates['compiled', 'wall']:,} / {rates['pure', 'wall']:,} input lines/s), "
+              f"{rates['compiled', 'cpu'] / rates['pure', 'cpu']:.2f}x by CPU time "
+              f"({rates['compiled', 'cpu']:,} / {rates['pure', 'cpu']:,} input lines per CPU-second)")
     return 0
 
 

@@ -140,12 +140,12 @@ class CandidateIndex:
         low = self._low.get(symbol, [])
         while low and -low[0][0] > mark_ticks:
             _, key, version = heapq.heappop(low)
-            if self._version.get(key) == version:
+            if self._version.get(key, -1) == version:  # -1: never a version (int compare, compiled)
                 found.add(key)
         high = self._high.get(symbol, [])
         while high and high[0][0] < mark_ticks:
             _, key, version = heapq.heappop(high)
-            if self._version.get(key) == version:
+            if self._version.get(key, -1) == version:
                 found.add(key)
         return found
 
@@ -153,7 +153,7 @@ class CandidateIndex:
         """Drop superseded heap entries (lazy deletion leaves them behind)."""
         for heaps in (self._low, self._high):
             for symbol, heap in heaps.items():
-                live = [e for e in heap if self._version.get(e[1]) == e[2]]
+                live = [e for e in heap if self._version.get(e[1], -1) == e[2]]
                 if len(live) < len(heap):
                     heapq.heapify(live)
                     heaps[symbol] = live
