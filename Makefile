@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml setup.py $(CORE_SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	@$(PY) -c 'import worker.core as c; print("worker.core:", "compiled (mypyc)" if c.COMPILED else f"pure ({c.PURE_REASON})")'
 	touch $(STAMP)
 
 demo: $(STAMP)
