@@ -53,11 +53,13 @@ def _pure_build_requested() -> bool:
 
 
 class CoreDistribution(Distribution):
-    """Has extension modules unless RISK_PURE_BUILD is set: they are produced by build_ext itself
-    (running mypyc only when something is built, not for metadata)."""
+    """Always has extension modules, so that build_ext always runs: it produces them itself
+    (running mypyc only when something is built, not for metadata) and, building pure, removes
+    what a previous build left and records that it built none. (A pure build's wheel is tagged
+    for this platform all the same.)"""
 
     def has_ext_modules(self) -> bool:
-        return not _pure_build_requested()
+        return True
 
 
 class BuildCore(build_ext):
@@ -97,6 +99,7 @@ class BuildCore(build_ext):
                 self.extensions = []
         if _pure_build_requested():
             self.fallback_reason = "RISK_PURE_BUILD is set"
+            self.extensions = []
         compiled = self.fallback_reason is None and bool(self.extensions)
         if compiled:
             _say(f"compiled {len(core_sources())} core modules with mypyc")
