@@ -2,14 +2,21 @@
 
 Prints events/s, liquidations, evaluations per tick, peak RSS and the replay's memory per account
 (peak RSS minus the RSS after generating the input, ÷ accounts). No broker involved.
-Usage: python bench/replay_bench.py [--accounts 100000] [--events 1000000]
+Usage: python bench/replay_bench.py [--accounts 100000] [--events 1000000] [--both]
        python bench/replay_bench.py --accounts 1000000 --events 2000002   (memory: 1 M accounts, loading only)
+
+The core runs compiled (mypyc) when the install built it, else pure; the first line says which.
+``--both`` runs the bench twice, one subprocess each, pure (RISK_PURE_CORE=1) then compiled, on
+the same input, and prints both and their ratio.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import re
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import orjson  # noqa: E402
 
+import worker.core  # noqa: E402
 from worker.core.params import load_params  # noqa: E402
 from worker.core.engine import Engine  # noqa: E402
 from worker.gc_tuning import tune_collector  # noqa: E402
@@ -101,7 +109,11 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--params", default=str(ROOT / "bench" / "bench_params.toml"))
+    parser.add_argument("--both", action="store_true",
+                        help="run pure (RISK_PURE_CORE=1) then compiled, one subprocess each, and compare")
     args = parser.parse_args()
+    if args.both:
+        return both(args)
     params = load_params(args.params)
     started = time.perf_counter()
     lines = scenario(args.accounts, args.events)
@@ -117,14 +129,16 @@ def main() -> int:
         written += len(format_encoded(sent.topic, sent.key, value_json))
         outputs += 1
     elapsed = time.perf_counter() - started
-    cpu_s = time.process_time() - cpu_started  # this process's CPU: steadier than wall time on a shared machine
+    cpu_seconds = time.process_time() - cpu_started  # this process's CPU: steadier than wall time on a shared machine
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     ticks = engine.counters["ticks"]
+    print(f"core                   {'compiled (mypyc)' if worker.core.COMPILED else 'pure Python'}"
+          f"{'' if worker.core.COMPILED else f'  ({worker.core.PURE_REASON})'}")
     print(f"input lines            {len(lines):>12,}  (generated in {generated:.1f} s)")
     print(f"events processed       {engine.counters['ticks'] + engine.counters['position_events']:>12,}")
     print(f"replay time            {elapsed:>12.2f} s")
     print(f"events/s               {len(lines) / elapsed:>12,.0f}  (input messages per second, one process)")
-    print(f"replay CPU time        {cpu_s:>12.2f} s  ({len(lines) / max(cpu_s, 1e-9):,.0f} input messages per CPU second)")
+    print(f"events per CPU-second  {len(lines) / cpu_seconds:>12,.0f}  ({cpu_seconds:.2f} s of CPU: less noisy on a shared machine)")
     print(f"outputs                {outputs:>12,}  ({written / 2**20:.1f} MiB)")
     print(f"liquidations           {engine.counters['liquidations']:>12,}  "
           f"(bankrupt {engine.counters['bankruptcies']:,})")
@@ -134,6 +148,31 @@ def main() -> int:
     # replay memory per account = (peak RSS − RSS after generating the input) ÷ accounts
     per_account_bytes = max(0.0, peak_mib - rss_after_input_mib) * 2**20 / max(1, args.accounts)
     print(f"memory per account     {per_account_bytes:>12,.0f} B    (peak RSS − RSS after the input, ÷ accounts)")
+    return 0
+
+
+def both(args: argparse.Namespace) -> int:
+    """The same bench, pure then compiled, in two subprocesses (same input: the scenario is seeded)."""
+    command = [sys.executable, __file__, "--accounts", str(args.accounts), "--events", str(args.events),
+               "--params", args.params]
+    rates = {}
+    for label, pure in (("pure", "1"), ("compiled", "0")):
+        print(f"--- {label} core (RISK_PURE_CORE={pure})", flush=True)
+        run = subprocess.run(command, env={**os.environ, "RISK_PURE_CORE": pure}, capture_output=True, text=True)
+        sys.stdout.write(run.stdout)
+        sys.stderr.write(run.stderr)
+        if run.returncode:
+            return run.returncode
+        for name, pattern in (("wall", r"^events/s\s+([\d,]+)"), ("cpu", r"^events per CPU-second\s+([\d,]+)")):
+            found = re.search(pattern, run.stdout, re.MULTILINE)
+            rates[label, name] = int(found.group(1).replace(",", "")) if found else 0
+        if label == "compiled" and "compiled (mypyc)" not in run.stdout:
+            print("(no compiled core in this install: the second run was pure too)")
+    if rates.get(("pure", "wall")) and rates.get(("pure", "cpu")):
+        print(f"--- compiled / pure: {rates['compiled', 'wall'] / rates['pure', 'wall']:.2f}x by wall clock "
+              f"({rates['compiled', 'wall']:,} / {rates['pure', 'wall']:,} input lines/s), "
+              f"{rates['compiled', 'cpu'] / rates['pure', 'cpu']:.2f}x by CPU time "
+              f"({rates['compiled', 'cpu']:,} / {rates['pure', 'cpu']:,} input lines per CPU-second)")
     return 0
 
 

@@ -6,6 +6,25 @@ from tests.fixtures import make_params
 
 _namespaces = itertools.count()
 
+# The core's tests: CI runs the whole suite with the compiled core (when the install built it), then
+# these again with RISK_PURE_CORE=1 (`make test-pure`, selected as `-m "core or pure_core"`).
+CORE_TEST_FILES = {
+    "test_build.py", "test_margin.py", "test_liquidation.py", "test_fixed_and_params.py", "test_properties.py",
+    "test_sharing.py", "test_replay.py", "test_bounds.py", "test_core_purity.py",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    import worker.core
+
+    for item in items:
+        if item.path.name in CORE_TEST_FILES:
+            item.add_marker(pytest.mark.core)
+        if worker.core.COMPILED and item.get_closest_marker("pure_core"):
+            item.add_marker(pytest.mark.skip(
+                reason="patches a core function that compiled callers call natively; runs in the pure pass "
+                       "(RISK_PURE_CORE=1 make test-pure)"))
+
 
 @pytest.fixture
 def default_params():

@@ -330,6 +330,7 @@ def test_a_timed_out_scope_that_recovered_is_not_counted_as_a_reliquidation():
     assert (driver.engine.counters["pending_timeouts"], driver.engine.counters["reliquidations"]) == (1, 0)
 
 
+@pytest.mark.pure_core
 def test_an_evaluation_that_raises_is_dead_lettered_and_the_other_accounts_are_still_liquidated(monkeypatch):
     from worker.core import engine as engine_module
 

@@ -430,6 +430,7 @@ ENGINE_BUGS = [
 ]
 
 
+@pytest.mark.pure_core
 @pytest.mark.parametrize("target, bug, source, expected", ENGINE_BUGS)
 def test_an_engine_bug_is_caught(monkeypatch, target, bug, source, expected):
     import importlib

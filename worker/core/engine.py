@@ -11,23 +11,25 @@ import sys
 from array import array
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Final, Iterable, Sequence
 
 from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
 from .fund import InsuranceFund, record_deficits, request_item, settle
 from .liquidation import plan_liquidation, plan_to_dict
-from .margin import Leg, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
+from .margin import Leg, MarginState, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
 from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event,
                       unpublishable_stub)
 from .params import Params
 from .sharing import DeficitBook, rounds_due, run_rounds_locally, tick_marker
 
-CROSS = "cross"
-ScopeKey = tuple[str, str]  # (account_id, scope): scope is "cross" or the isolated symbol
-WRONG_PARTITION = "account does not belong to this message's partition"
-FUND_REQUEST_ITEMS = 200  # liquidations per `fund_request` message (≈ 1 KiB each)
-RECORD_FORMAT = 2  # the first element of an `accounts` changelog value in the compact format
+CROSS: Final = "cross"
+ScopeKey = tuple[str, ...]  # (account_id, scope): scope is "cross" or the isolated symbol
+# (tuple[str, ...], not tuple[str, str]: compiled, a fixed-length tuple is unboxed and boxed anew in
+# every dict, set and heap it enters; this one stays the same Python tuple)
+WRONG_PARTITION: Final = "account does not belong to this message's partition"
+FUND_REQUEST_ITEMS: Final = 200  # liquidations per `fund_request` message (≈ 1 KiB each)
+RECORD_FORMAT: Final = 2  # the first element of an `accounts` changelog value in the compact format
 
 
 def liquidation_id(account_id: str, scope: str, seq: int, n: int) -> str:
@@ -883,7 +885,7 @@ class Engine:
                         out.append(Output(topic, key, value))
         return self._fund_requests(items) + out
 
-    def _margin_call(self, kind: str, account: AccountState, scope: str, state, current: str,
+    def _margin_call(self, kind: str, account: AccountState, scope: str, state: MarginState, current: str,
                      trigger: Trigger, ts: int) -> Output:
         self.counters[kind] += 1
         event = margin_call_event(
@@ -894,7 +896,7 @@ class Engine:
         return Output("margin-calls", account.account_id, event)
 
     # ------------------------------------------------------------------ index
-    def _index_bands(self, key: ScopeKey, state, legs: list[Leg]) -> None:
+    def _index_bands(self, key: ScopeKey, state: MarginState, legs: list[Leg]) -> None:
         self.index.drop(key)
         if not legs:
             return

@@ -6,12 +6,13 @@ Every amount inside the engine is an ``int`` at a fixed decimal scale (SPEC §2)
 from __future__ import annotations
 
 import re
+from typing import Final
 
-PPM = 1_000_000  # parts per million: 10^6 = 100 %
+PPM: Final = 1_000_000  # parts per million: 10^6 = 100 %
 
 # A decimal string: optional minus, digits, optional fraction. No exponent, no '+', no spaces.
-_DECIMAL_RE = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
-MAX_DECIMAL_CHARS = 40  # longer strings are refused before int() sees them
+_DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
+MAX_DECIMAL_CHARS: Final = 40  # longer strings are refused before int() sees them
 
 
 class DecimalFormatError(ValueError):

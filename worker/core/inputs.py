@@ -6,18 +6,19 @@ adapter. Every refusal raises ``BadInput`` with a stable error code for dead let
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from .fixed import DecimalFormatError, parse_decimal
 from .margin import value_ceil
 from .params import Params
 
-MAX_ACCOUNT_ID_CHARS = 128
+MAX_ACCOUNT_ID_CHARS: Final = 128
 # Bounds a risk team expects (docs/methodology.md, "Bounds"): every price, size and amount at its
 # scale, and a position's notional at its entry price, below 10^18 units. 10^18 < 2^63, so
 # every integer the state and the outputs hold fits the 64-bit integers of any JSON encoder;
 # larger values are refused as `out_of_range`. (At 6 quote decimals 10^18 units = 10^12 USD.)
-MAX_UNITS = 10**18 - 1
-MAX_NOTIONAL_UNITS = 10**18 - 1
+MAX_UNITS: Final = 10**18 - 1
+MAX_NOTIONAL_UNITS: Final = 10**18 - 1
 
 
 MISSING: object = object()  # a field absent from the event (None would be JSON null)
@@ -29,15 +30,22 @@ class BadInput(ValueError):
         self.code = code
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class MarkTick:
     symbol: str
     mark_ticks: int
     ts: int
     seq: int
 
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, symbol: str, mark_ticks: int, ts: int, seq: int) -> None:
+        object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "mark_ticks", mark_ticks)
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "seq", seq)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class PositionUpdate:
     account_id: str
     symbol: str
@@ -49,14 +57,34 @@ class PositionUpdate:
     isolated_margin_units: int
     liquidation_id: str | None
 
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, account_id: str, symbol: str, size_lots: int, entry_ticks: int, seq: int, ts: int, isolated: bool, isolated_margin_units: int, liquidation_id: str | None) -> None:
+        object.__setattr__(self, "account_id", account_id)
+        object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "size_lots", size_lots)
+        object.__setattr__(self, "entry_ticks", entry_ticks)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "isolated", isolated)
+        object.__setattr__(self, "isolated_margin_units", isolated_margin_units)
+        object.__setattr__(self, "liquidation_id", liquidation_id)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class BalanceUpdate:
     account_id: str
     collateral_units: int
     seq: int
     ts: int
     liquidation_id: str | None
+
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, account_id: str, collateral_units: int, seq: int, ts: int, liquidation_id: str | None) -> None:
+        object.__setattr__(self, "account_id", account_id)
+        object.__setattr__(self, "collateral_units", collateral_units)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "ts", ts)
+        object.__setattr__(self, "liquidation_id", liquidation_id)
 
 
 def _require(event: dict, field: str) -> object:

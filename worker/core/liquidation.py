@@ -8,11 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from .fixed import PPM, ceil_div, floor_div
 from .margin import Leg, margin_state, notional, severity_ppm, value_floor
 from .params import Params, SymbolParams
 
 
+@mypyc_attr(native_class=False)  # compiled: a built-in exception base needs a Python class
 class AccountingError(AssertionError):
     """A tranche that does not balance: a bug, never clamped."""
 
@@ -152,21 +155,23 @@ def smallest_restoring_close(work: _Working, index: int, rate_ppm: int, buffer_p
     close does not restore it. Binary search keeps bar(δ) true and bar(δ − 1) false."""
     size = work.sizes[index]
     sign = 1 if size > 0 else -1
-
-    def restores(lots: int) -> bool:
-        _, _, collateral, sizes = work.simulate(index, sign * lots, rate_ppm)
-        return _bar_met(work, collateral, sizes, buffer_ppm)
-
-    if not restores(abs(size)):
+    if not _restores(work, index, sign * abs(size), rate_ppm, buffer_ppm):
         return None
     low, high = 0, abs(size)  # restores(low) is false (the scope is below the bar), restores(high) true
     while high - low > 1:
         middle = (low + high) // 2
-        if restores(middle):
+        if _restores(work, index, sign * middle, rate_ppm, buffer_ppm):
             high = middle
         else:
             low = middle
     return high
+
+
+def _restores(work: _Working, index: int, delta_lots: int, rate_ppm: int, buffer_ppm: int) -> bool:
+    """Whether the bar holds after closing ``delta_lots`` of leg ``index``, penalty included.
+    (A module function, not a closure: compiled, a closure is called through a Python object.)"""
+    _, _, collateral, sizes = work.simulate(index, delta_lots, rate_ppm)
+    return _bar_met(work, collateral, sizes, buffer_ppm)
 
 
 def plan_liquidation(collateral_units: int, legs: list[Leg], params: Params) -> LiquidationPlan:

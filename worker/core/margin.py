@@ -13,7 +13,7 @@ from .fixed import PPM, ceil_div, floor_div
 from .params import Bracket, SymbolParams
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Leg:
     """One open position of a scope, valued at its symbol's mark."""
 
@@ -22,12 +22,25 @@ class Leg:
     entry_ticks: int
     mark_ticks: int
 
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, sym: SymbolParams, size_lots: int, entry_ticks: int, mark_ticks: int) -> None:
+        object.__setattr__(self, "sym", sym)
+        object.__setattr__(self, "size_lots", size_lots)
+        object.__setattr__(self, "entry_ticks", entry_ticks)
+        object.__setattr__(self, "mark_ticks", mark_ticks)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class MarginState:
     equity_units: int  # EQ = C + Σ U_i
     maintenance_units: int  # MM = Σ MM_i
     leg_maintenance_units: tuple[int, ...]  # MM_i, in the order of the legs given
+
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, equity_units: int, maintenance_units: int, leg_maintenance_units: tuple[int, ...]) -> None:
+        object.__setattr__(self, "equity_units", equity_units)
+        object.__setattr__(self, "maintenance_units", maintenance_units)
+        object.__setattr__(self, "leg_maintenance_units", leg_maintenance_units)
 
     def liquidatable(self) -> bool:
         # liquidatable iff MM > 0 and EQ < MM (strict)   (SPEC §3)

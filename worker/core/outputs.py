@@ -6,35 +6,48 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Final
 
 from .fixed import format_units
 from .liquidation import LiquidationPlan
 from .params import Params
 
-SCHEMA_VERSION = 1
-MAX_DEAD_LETTER_VALUE_BYTES = 65_536  # a dead letter keeps at most this much of the original value
-MAX_DEAD_LETTER_KEY_BYTES = 1_024  # ... and of the original key
-MAX_DEAD_LETTER_DEPTH = 32  # a batch element nested deeper is not copied as JSON
-MAX_DEAD_LETTER_MESSAGE_CHARS = 300
+SCHEMA_VERSION: Final = 1
+MAX_DEAD_LETTER_VALUE_BYTES: Final = 65_536  # a dead letter keeps at most this much of the original value
+MAX_DEAD_LETTER_KEY_BYTES: Final = 1_024  # ... and of the original key
+MAX_DEAD_LETTER_DEPTH: Final = 32  # a batch element nested deeper is not copied as JSON
+MAX_DEAD_LETTER_MESSAGE_CHARS: Final = 300
 # A reported ratio (not an amount) saturates at ±(10^18 − 1) ppm, i.e. ±10^12×: it stays a 64-bit
 # integer on the wire whatever the equity (an account far beyond its maintenance either way).
-RATIO_LIMIT_PPM = 10**18 - 1
+RATIO_LIMIT_PPM: Final = 10**18 - 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Output:
     topic: str  # catalog name without prefix: "liquidations", "insurance-fund", ...
     key: str
     value: dict[str, Any]
 
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, topic: str, key: str, value: dict[str, Any]) -> None:
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "value", value)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Trigger:
     source: str  # "mark" | "position" | "balance"
     symbol: str | None
     seq: int
     price_ticks: int | None
+
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, source: str, symbol: str | None, seq: int, price_ticks: int | None) -> None:
+        object.__setattr__(self, "source", source)
+        object.__setattr__(self, "symbol", symbol)
+        object.__setattr__(self, "seq", seq)
+        object.__setattr__(self, "price_ticks", price_ticks)
 
 
 def trigger_dict(trigger: Trigger, params: Params) -> dict[str, Any]:
@@ -187,7 +200,7 @@ def encode_verbatim(raw: bytes | None) -> tuple[str | None, str]:
         return base64.b64encode(raw).decode("ascii"), "base64"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Source:
     """Where an input message came from (replay: partition 0, offset = line number − 1)."""
 
@@ -198,6 +211,16 @@ class Source:
     value: bytes | None
     # the value's bytes when only a dead letter needs them (a typed decoder did not keep them)
     value_fn: Callable[[], bytes | None] | None = None
+
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, topic: str, partition: int | None, offset: int | None, key: bytes | None,
+                 value: bytes | None, value_fn: Callable[[], bytes | None] | None = None) -> None:
+        object.__setattr__(self, "topic", topic)
+        object.__setattr__(self, "partition", partition)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "key", key)
+        object.__setattr__(self, "value", value)
+        object.__setattr__(self, "value_fn", value_fn)
 
     def raw_value(self) -> bytes | None:
         return self.value if self.value_fn is None else self.value_fn()
@@ -279,6 +302,7 @@ def dead_letter_event(*, ts: int, source: Source, code: str, message: str, index
     raw_value = source.raw_value()
     size = None if raw_value is None else len(raw_value)
     refusal = None if index is None else copy_refusal(element)
+    value: Any  # the original's text (or base64), or the batch element as JSON (any JSON value)
     if index is None or refusal is not None:
         raw = raw_value
         truncated = size is not None and size > MAX_DEAD_LETTER_VALUE_BYTES

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tomllib
 from dataclasses import dataclass
 from typing import Any
@@ -268,6 +269,6 @@ def parse_params(data: bytes) -> Params:
     )
 
 
-def load_params(path: str) -> Params:
+def load_params(path: str | os.PathLike[str]) -> Params:
     with open(path, "rb") as handle:
         return parse_params(handle.read())

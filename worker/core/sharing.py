@@ -22,16 +22,19 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
+
+from mypy_extensions import mypyc_attr
 
 from .fixed import format_units
 from .margin import unrealized_pnl
 from .outputs import Output
 from .params import Params, SymbolParams
 
-SIDES = ("long", "short")  # pairs run in this order at a tick (SPEC §5.1)
+SIDES: Final = ("long", "short")  # pairs run in this order at a tick (SPEC §5.1)
 
 
+@mypyc_attr(native_class=False)  # compiled: a built-in exception base needs a Python class
 class SharingError(AssertionError):
     """A round that does not conserve: raised, never clamped."""
 
