@@ -26,6 +26,7 @@ from aiokafka.structs import TopicPartition
 
 from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded
 
+from . import gcpolicy
 from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
@@ -795,6 +796,7 @@ def main_worker(argv: list[str]) -> int:
         app, _ = create_app(settings)
     except SettingsError as exc:
         raise SystemExit(f"error: {exc}") from None
+    gcpolicy.install()  # no full-heap collection stalls the loop in a cascade (worker/gcpolicy.py)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0
