@@ -605,10 +605,12 @@ class Runtime:
         state = self.fund_table.data.get(self._balance_key()) or {"offset": -1, "done": 0}
         outputs: list[Output] = []
         fresh: list[Output] = []
+        applied = 0  # items not applied by an earlier delivery
         for index, item in enumerate(items):
             if (message.offset, index) < (state["offset"], state["done"]):  # applied by an earlier delivery
                 outputs.extend(self.ledger.stored_outputs(item_key(item)) or [])
                 continue
+            applied += 1
             try:
                 if item.get("kind", "liquidation") == "liquidation":
                     item_outputs, moved = self.ledger.apply(item, at=[message.offset, index])
@@ -627,23 +629,29 @@ class Runtime:
             outputs.extend(item_outputs)
             if moved:
                 fresh.extend(item_outputs)
-        # the balance as an integer string: a sum of penalties is not bounded by 64 bits
-        record = {"balance": str(self.ledger.fund.balance_units), "offset": message.offset, "done": len(items)}
-        if self.coordinator is not None:  # deficits and rounds in flight, consistent with the balance
-            record["sharing"] = self.coordinator.to_dict()
-        writes = self.ledger.settled.take() if isinstance(self.ledger.settled, _Prefixed) else []
-        writes.append((self._balance_key(), record))
-        records = [r for r in (self._table_record(self.fund_table, key, value, message.partition)
-                               for key, value in writes) if r is not None]
-        # the ledger is durable before anything depends on it; a broker error is retried (the
-        # records are built: sending them again writes the same values). Shielded: the table's
-        # memory already holds them, so they reach the changelog even if this agent is cancelled.
-        offsets = await asyncio.shield(self.retrying(lambda: self.send_batched(records), "writing the fund ledger"))
-        self._track_offsets(self.fund_table, offsets)
+        if applied:  # (a message applied before leaves the ledger as it is: its position never goes back)
+            await self._write_ledger(message.offset, len(items), message.partition)
         await self.retrying(lambda: self.send_outputs_batched(outputs), "publishing the fund's outputs")
         self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
+
+    async def _write_ledger(self, offset: int, done: int, partition: int) -> None:
+        """The settled records of a request message, then its balance record, written and delivered."""
+        assert self.ledger is not None
+        # the balance as an integer string: a sum of penalties is not bounded by 64 bits
+        record = {"balance": str(self.ledger.fund.balance_units), "offset": offset, "done": done}
+        if self.coordinator is not None:  # deficits and rounds in flight, consistent with the balance
+            record["sharing"] = self.coordinator.to_dict()
+        writes = self.ledger.settled.take() if isinstance(self.ledger.settled, _Prefixed) else []
+        writes.append((self._balance_key(), record))
+        records = [r for r in (self._table_record(self.fund_table, key, value, partition)
+                               for key, value in writes) if r is not None]
+        # the ledger is durable before anything depends on it; a broker error is retried (the
+        # records are built: sending them again writes the same values). Shielded: the table's
+        # memory already holds them, so they reach the changelog even if the agent is cancelled.
+        offsets = await asyncio.shield(self.retrying(lambda: self.send_batched(records), "writing the fund ledger"))
+        self._track_offsets(self.fund_table, offsets)
 
     def _table_record(self, table: Any, key: str, value: Any, partition: int) -> tuple[str, int, bytes, bytes] | None:
         """``table[key] = value`` in memory, and its changelog record (topic, partition, key, value)
