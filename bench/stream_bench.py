@@ -8,9 +8,9 @@ Prints, in one run:
   5. scopes evaluated per tick at 10 k and 200 k healthy accounts (the candidate index).
 Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2]
                                    [--baseline-root DIR] [--py-spy DIR]
-  --only cascade     parts 3 and 4 only (latency and cascade);
+  --only cascade     parts 3 and 4 only (latency and cascade); --only throughput: parts 1 and 2;
   --workers 1,2      run parts 3 and 4 with each of these worker counts;
-  --baseline-root    also run parts 3 and 4 with the workers started from another checkout (e.g.
+  --baseline-root    also run parts 1–4 with the workers started from another checkout (e.g.
                      `git archive <commit> | tar -x -C DIR`), just before this tree's, same broker;
   --py-spy DIR       record this tree's first worker with py-spy during the cascade.
 """
@@ -159,34 +159,36 @@ async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count
         return time.perf_counter() - started
 
 
-async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int) -> dict:
+async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int,
+                     name: str = "tp") -> dict:
+    """``name``: the topics' and apps' prefix stem (a second run on the same broker uses another)."""
     results: dict = {}
     bootstrap = broker.bootstrap
     setup_messages = batched([e for i in range(accounts) for e in account_events(f"a{i:06d}", 5_000, 1_000)])
     first_mark = [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))]
     # --- single-event messages: position updates of existing, healthy accounts
     updates = [(None, f"a{k % accounts:06d}".encode(), orjson.dumps(update(k, accounts))) for k in range(singles)]
-    create_topics(bootstrap, topic_specs("tp1-", PARTITIONS))
-    await produce(bootstrap, "tp1-mark-prices", first_mark)
-    await produce(bootstrap, "tp1-positions", setup_messages + updates)
-    results["worker_single_eps"] = singles / await worker_seconds(bootstrap, "tp1-", log_dir, len(setup_messages),
+    create_topics(bootstrap, topic_specs(f"{name}1-", PARTITIONS))
+    await produce(bootstrap, f"{name}1-mark-prices", first_mark)
+    await produce(bootstrap, f"{name}1-positions", setup_messages + updates)
+    results["worker_single_eps"] = singles / await worker_seconds(bootstrap, f"{name}1-", log_dir, len(setup_messages),
                                                                   singles)
     # bare Faust on the same single-event messages
-    create_topics(bootstrap, [("bare-singles", PARTITIONS, {})])
-    await produce(bootstrap, "bare-singles", updates)
-    proc, port = start_bare(bootstrap, "bare-singles", log_dir)
+    create_topics(bootstrap, [(f"bare-{name}", PARTITIONS, {})])
+    await produce(bootstrap, f"bare-{name}", updates)
+    proc, port = start_bare(bootstrap, f"bare-{name}", log_dir)
     try:
         results["bare_faust_mps"] = singles / await timed_consumption(port, singles)
     finally:
         stop_process(proc)
     # --- batched messages: the same kind of updates, 500 events per message
     batch_messages = batched([update(k, accounts) for k in range(batch_events)])
-    create_topics(bootstrap, topic_specs("tp2-", PARTITIONS))
-    await produce(bootstrap, "tp2-mark-prices", first_mark)
-    await produce(bootstrap, "tp2-positions", setup_messages + batch_messages)
-    results["worker_batched_eps"] = batch_events / await worker_seconds(bootstrap, "tp2-", log_dir,
+    create_topics(bootstrap, topic_specs(f"{name}2-", PARTITIONS))
+    await produce(bootstrap, f"{name}2-mark-prices", first_mark)
+    await produce(bootstrap, f"{name}2-positions", setup_messages + batch_messages)
+    results["worker_batched_eps"] = batch_events / await worker_seconds(bootstrap, f"{name}2-", log_dir,
                                                                         len(setup_messages), len(batch_messages))
-    seconds, events = await raw_consume_decode(bootstrap, "tp2-positions", len(setup_messages) + len(batch_messages))
+    seconds, events = await raw_consume_decode(bootstrap, f"{name}2-positions", len(setup_messages) + len(batch_messages))
     results["raw_decode_eps"] = events / seconds
     return results
 
@@ -335,8 +337,8 @@ def print_latency_and_cascade(label: str, lc: dict, cascade_accounts: int) -> No
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    parser.add_argument("--only", choices=["all", "cascade"], default="all",
-                        help="cascade: the latency and cascade parts only")
+    parser.add_argument("--only", choices=["all", "cascade", "throughput"], default="all",
+                        help="cascade: the latency and cascade parts only; throughput: parts 1 and 2 only")
     parser.add_argument("--workers", default="1", help="worker counts for latency and cascade, e.g. 1,2")
     parser.add_argument("--baseline-root", type=Path, help="a checkout to run latency and cascade with too")
     parser.add_argument("--py-spy", type=Path, help="record this tree's first worker during the cascade here")
@@ -353,14 +355,23 @@ async def main() -> int:
           f"4 partitions, workers {worker_counts}, baseline {args.baseline_root}, logs in {log_dir}", flush=True)
     print(f"sizes: {sizes}", flush=True)
     with EmbeddedBroker(log_dir=str(log_dir)) as broker:
-        if args.only == "all":
-            tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"], sizes["batch_events"])
-            print(f"single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
-                  f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
-                  f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}", flush=True)
-            print(f"batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
-                  f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s", flush=True)
-        for workers in worker_counts:
+        if args.only in ("all", "throughput"):
+            runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
+            for name, root in runs:
+                label = f"[{name}] " if len(runs) > 1 else ""
+                saved_root = harness.ROOT
+                harness.ROOT = root or saved_root  # the workers' checkout (the bare agent is this tree's)
+                try:
+                    tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"], sizes["batch_events"],
+                                          "tpb" if root else "tp")
+                finally:
+                    harness.ROOT = saved_root
+                print(f"{label}single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
+                      f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
+                      f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}", flush=True)
+                print(f"{label}batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
+                      f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s", flush=True)
+        for workers in worker_counts if args.only != "throughput" else ():
             runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
             for name, root in runs:
                 label = f"[{workers} worker{'s' if workers > 1 else ''}, {name}] " if len(runs) > 1 or \
