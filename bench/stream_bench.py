@@ -188,7 +188,8 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     await produce(bootstrap, f"{name}2-positions", setup_messages + batch_messages)
     results["worker_batched_eps"] = batch_events / await worker_seconds(bootstrap, f"{name}2-", log_dir,
                                                                         len(setup_messages), len(batch_messages))
-    seconds, events = await raw_consume_decode(bootstrap, f"{name}2-positions", len(setup_messages) + len(batch_messages))
+    seconds, events = await raw_consume_decode(bootstrap, f"{name}2-positions",
+                                               len(setup_messages) + len(batch_messages))
     results["raw_decode_eps"] = events / seconds
     return results
 
