@@ -6,7 +6,13 @@ Prints, in one run:
   3. tick → liquidation latency p50/p99 with background position traffic;
   4. time to publish a cascade of 10 k liquidations among 100 k accounts;
   5. scopes evaluated per tick at 10 k and 200 k healthy accounts (the candidate index).
-Usage: python bench/stream_bench.py [--quick]
+Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2]
+                                   [--baseline-root DIR] [--py-spy DIR]
+  --only cascade     parts 3 and 4 only (latency and cascade); --only throughput: parts 1 and 2;
+  --workers 1,2      run parts 3 and 4 with each of these worker counts;
+  --baseline-root    also run parts 1–4 with the workers started from another checkout (e.g.
+                     `git archive <commit> | tar -x -C DIR`), just before this tree's, same broker;
+  --py-spy DIR       record this tree's first worker with py-spy during the cascade.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from worker.broker import EmbeddedBroker, create_topics, free_port  # noqa: E402
 from worker.core.engine import Engine  # noqa: E402
 from worker.core.outputs import Source  # noqa: E402
 from worker.core.params import load_params  # noqa: E402
+from worker import harness  # noqa: E402
 from worker.harness import WorkerGroup, fetch_stats, stop_process, wait_for  # noqa: E402
 
 PARAMS = ROOT / "bench" / "bench_params.toml"
@@ -118,6 +125,18 @@ def start_bare(bootstrap: str, topic: str, log_dir: Path) -> tuple[subprocess.Po
     return proc, port
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of these processes so far (Linux /proc), in seconds."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15), in clock ticks
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def update(k: int, accounts: int) -> dict:
     """The k-th healthy position update: account k mod N, size 0.900–1.099 BTC, next seq."""
     account = f"a{k % accounts:06d}"
@@ -140,44 +159,59 @@ async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count
         return time.perf_counter() - started
 
 
-async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int) -> dict:
+async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int,
+                     name: str = "tp") -> dict:
+    """``name``: the topics' and apps' prefix stem (a second run on the same broker uses another)."""
     results: dict = {}
     bootstrap = broker.bootstrap
     setup_messages = batched([e for i in range(accounts) for e in account_events(f"a{i:06d}", 5_000, 1_000)])
     first_mark = [(None, b"BTC-PERP", orjson.dumps(mark(200_000, 1, T0)))]
     # --- single-event messages: position updates of existing, healthy accounts
     updates = [(None, f"a{k % accounts:06d}".encode(), orjson.dumps(update(k, accounts))) for k in range(singles)]
-    create_topics(bootstrap, topic_specs("tp1-", PARTITIONS))
-    await produce(bootstrap, "tp1-mark-prices", first_mark)
-    await produce(bootstrap, "tp1-positions", setup_messages + updates)
-    results["worker_single_eps"] = singles / await worker_seconds(bootstrap, "tp1-", log_dir, len(setup_messages),
+    create_topics(bootstrap, topic_specs(f"{name}1-", PARTITIONS))
+    await produce(bootstrap, f"{name}1-mark-prices", first_mark)
+    await produce(bootstrap, f"{name}1-positions", setup_messages + updates)
+    results["worker_single_eps"] = singles / await worker_seconds(bootstrap, f"{name}1-", log_dir, len(setup_messages),
                                                                   singles)
     # bare Faust on the same single-event messages
-    create_topics(bootstrap, [("bare-singles", PARTITIONS, {})])
-    await produce(bootstrap, "bare-singles", updates)
-    proc, port = start_bare(bootstrap, "bare-singles", log_dir)
+    create_topics(bootstrap, [(f"bare-{name}", PARTITIONS, {})])
+    await produce(bootstrap, f"bare-{name}", updates)
+    proc, port = start_bare(bootstrap, f"bare-{name}", log_dir)
     try:
         results["bare_faust_mps"] = singles / await timed_consumption(port, singles)
     finally:
         stop_process(proc)
     # --- batched messages: the same kind of updates, 500 events per message
     batch_messages = batched([update(k, accounts) for k in range(batch_events)])
-    create_topics(bootstrap, topic_specs("tp2-", PARTITIONS))
-    await produce(bootstrap, "tp2-mark-prices", first_mark)
-    await produce(bootstrap, "tp2-positions", setup_messages + batch_messages)
-    results["worker_batched_eps"] = batch_events / await worker_seconds(bootstrap, "tp2-", log_dir,
+    create_topics(bootstrap, topic_specs(f"{name}2-", PARTITIONS))
+    await produce(bootstrap, f"{name}2-mark-prices", first_mark)
+    await produce(bootstrap, f"{name}2-positions", setup_messages + batch_messages)
+    results["worker_batched_eps"] = batch_events / await worker_seconds(bootstrap, f"{name}2-", log_dir,
                                                                         len(setup_messages), len(batch_messages))
-    seconds, events = await raw_consume_decode(bootstrap, "tp2-positions", len(setup_messages) + len(batch_messages))
+    seconds, events = await raw_consume_decode(bootstrap, f"{name}2-positions",
+                                               len(setup_messages) + len(batch_messages))
     results["raw_decode_eps"] = events / seconds
     return results
 
 
 async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int, cascade_accounts: int,
-                              cascade_size: int) -> dict:
-    """Ladder accounts for latency: account j is liquidatable below (19 000 − 10j)/0.996 only."""
+                              cascade_size: int, workers: int = 1, prefix: str = "lat-",
+                              root: Path | None = None, py_spy: Path | None = None) -> dict:
+    """Ladder accounts for latency: account j is liquidatable below (19 000 − 10j)/0.996 only.
+    ``root``: start the workers from this checkout instead of this one (a baseline)."""
     results: dict = {}
     bootstrap = broker.bootstrap
-    prefix = "lat-"
+    saved_root = harness.ROOT
+    harness.ROOT = root or saved_root  # start_worker's cwd and PYTHONPATH
+    try:
+        return await _latency_and_cascade(bootstrap, log_dir, ticks, cascade_accounts, cascade_size, workers,
+                                          prefix, py_spy, results)
+    finally:
+        harness.ROOT = saved_root
+
+
+async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascade_accounts: int, cascade_size: int,
+                               workers: int, prefix: str, py_spy: Path | None, results: dict) -> dict:
     create_topics(bootstrap, topic_specs(prefix, PARTITIONS))
     ladder = [e for j in range(ticks) for e in account_events(f"l{j:05d}", 1_000 + 10 * j, 1_000)]
     background = [e for i in range(2_000) for e in account_events(f"b{i:05d}", 20_000, 1_000)]
@@ -193,11 +227,11 @@ async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int,
                                 auto_offset_reset="latest", fetch_max_wait_ms=5,
                                 max_partition_fetch_bytes=16_000_000, fetch_max_bytes=64_000_000)
     with WorkerGroup(bootstrap, PARAMS, app_id=prefix + "w", prefix=prefix, log_dir=log_dir) as group:
-        group.start(1)
-        port = group.ports[0]
+        group.start(workers)
         total_events = len(ladder) + len(background) + len(crowd)
-        await wait_for(lambda: (fetch_stats(port) or {"counters": {}})["counters"].get("position_events", 0)
-                       >= total_events, 900, "setup applied", interval_s=0.2)
+        await wait_for(lambda: sum((s or {"counters": {}})["counters"].get("position_events", 0)
+                                   for s in group.stats()) >= total_events, 900, "setup applied", interval_s=0.2)
+        await group.wait_ready(120)
         await consumer.start()
         await consumer.getmany(timeout_ms=500)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
@@ -242,6 +276,14 @@ async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int,
         results["latency_max_ms"] = 1000 * latencies[-1]
         # cascade: one tick at 15 500 liquidates the `cascade_size` accounts with 4 500 of collateral
         await asyncio.sleep(1.0)
+        spy = None
+        if py_spy is not None:
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
+                                    str(group.procs[0].pid), "--rate", "250", "--format", "raw", "--idle",
+                                    "-o", str(py_spy / f"cascade-{prefix}worker0.txt")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            await asyncio.sleep(1.0)
+        cpu_before = cpu_seconds([proc.pid for proc in group.procs])
         sent = time.perf_counter()
         await producer.send_and_wait(prefix + "mark-prices", orjson.dumps(mark(155_000, ticks + 10, T0 + 100_000)),
                                      key=b"BTC-PERP")
@@ -250,7 +292,12 @@ async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int,
             for records in (await consumer.getmany(timeout_ms=200, max_records=20_000)).values():
                 crowd_liquidated += sum(1 for r in records if orjson.loads(r.value)["account_id"].startswith("c"))
         results["cascade_s"] = time.perf_counter() - sent
+        results["cascade_cpu_s"] = cpu_seconds([proc.pid for proc in group.procs]) - cpu_before
         results["cascade_liquidations"] = crowd_liquidated
+        if spy is not None:
+            await asyncio.sleep(0.5)
+            spy.send_signal(subprocess.signal.SIGINT)
+            spy.wait(30)
         await producer.stop()
         await consumer.stop()
     return results
@@ -279,33 +326,65 @@ def evaluations_per_tick(accounts: int, ticks: int = 200, near: int = 200) -> fl
     return (engine.counters["evaluations:BTC-PERP"] - before) / ticks
 
 
+def print_latency_and_cascade(label: str, lc: dict, cascade_accounts: int) -> None:
+    print(f"{label}tick → liquidation    : p50 {lc['latency_p50_ms']:.1f} ms  p99 {lc['latency_p99_ms']:.1f} ms  "
+          f"max {lc['latency_max_ms']:.1f} ms "
+          f"over {lc['latency_n']} ticks, ~2 000 background events/s", flush=True)
+    print(f"{label}cascade               : {lc['cascade_liquidations']:,} liquidations among "
+          f"{cascade_accounts:,} accounts published in {lc['cascade_s']:.2f} s "
+          f"(workers' CPU {lc['cascade_cpu_s']:.2f} s)", flush=True)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--only", choices=["all", "cascade", "throughput"], default="all",
+                        help="cascade: the latency and cascade parts only; throughput: parts 1 and 2 only")
+    parser.add_argument("--workers", default="1", help="worker counts for latency and cascade, e.g. 1,2")
+    parser.add_argument("--baseline-root", type=Path, help="a checkout to run latency and cascade with too")
+    parser.add_argument("--py-spy", type=Path, help="record this tree's first worker during the cascade here")
     args = parser.parse_args()
     sizes = dict(accounts=2_000, singles=5_000, batch_events=20_000, ticks=50, cascade_accounts=10_000,
                  cascade_size=1_000) if args.quick else dict(
         accounts=10_000, singles=30_000, batch_events=200_000, ticks=200, cascade_accounts=100_000,
         cascade_size=10_000)
+    worker_counts = [int(n) for n in args.workers.split(",")]
+    if args.py_spy:
+        args.py_spy.mkdir(parents=True, exist_ok=True)
     log_dir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     print(f"conditions: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, embedded Tansu broker, "
-          f"1 worker, 4 partitions, logs in {log_dir}", flush=True)
+          f"4 partitions, workers {worker_counts}, baseline {args.baseline_root}, logs in {log_dir}", flush=True)
     print(f"sizes: {sizes}", flush=True)
     with EmbeddedBroker(log_dir=str(log_dir)) as broker:
-        tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"], sizes["batch_events"])
-        print(f"single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
-              f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
-              f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}", flush=True)
-        print(f"batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
-              f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s", flush=True)
-        lc = await latency_and_cascade(broker, log_dir, sizes["ticks"], sizes["cascade_accounts"], sizes["cascade_size"])
-        print(f"tick → liquidation    : p50 {lc['latency_p50_ms']:.1f} ms  p99 {lc['latency_p99_ms']:.1f} ms  "
-              f"max {lc['latency_max_ms']:.1f} ms "
-              f"over {lc['latency_n']} ticks, ~2 000 background events/s", flush=True)
-        print(f"cascade               : {lc['cascade_liquidations']:,} liquidations among "
-              f"{sizes['cascade_accounts']:,} accounts published in {lc['cascade_s']:.2f} s", flush=True)
-    for n in (10_000, 200_000) if not args.quick else (2_000, 20_000):
-        print(f"evaluations per tick  : {evaluations_per_tick(n):.2f} with {n:,} healthy accounts", flush=True)
+        if args.only in ("all", "throughput"):
+            runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
+            for name, root in runs:
+                label = f"[{name}] " if len(runs) > 1 else ""
+                saved_root = harness.ROOT
+                harness.ROOT = root or saved_root  # the workers' checkout (the bare agent is this tree's)
+                try:
+                    tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"], sizes["batch_events"],
+                                          "tpb" if root else "tp")
+                finally:
+                    harness.ROOT = saved_root
+                print(f"{label}single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
+                      f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
+                      f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}", flush=True)
+                print(f"{label}batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
+                      f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s", flush=True)
+        for workers in worker_counts if args.only != "throughput" else ():
+            runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
+            for name, root in runs:
+                label = f"[{workers} worker{'s' if workers > 1 else ''}, {name}] " if len(runs) > 1 or \
+                    len(worker_counts) > 1 else ""
+                prefix = f"lat-{workers}w-{'base' if root else 'new'}-"
+                lc = await latency_and_cascade(broker, log_dir, sizes["ticks"], sizes["cascade_accounts"],
+                                               sizes["cascade_size"], workers, prefix, root,
+                                               None if root else args.py_spy)
+                print_latency_and_cascade(label, lc, sizes["cascade_accounts"])
+    if args.only == "all":
+        for n in (10_000, 200_000) if not args.quick else (2_000, 20_000):
+            print(f"evaluations per tick  : {evaluations_per_tick(n):.2f} with {n:,} healthy accounts", flush=True)
     return 0
 
 

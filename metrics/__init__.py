@@ -26,6 +26,15 @@ METRIC_NAMES = (
 ROUND_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
+# an allocation's totals that the counters sum, in settlement minor units
+ALLOCATION_TOTALS = ("liquidator", "insurance_fund", "protocol", "shortfall", "insurance_cover", "socialized_loss")
+
+
+class _Value:
+    def __init__(self, value: dict) -> None:
+        self.value = value
+
+
 def _units(text: str) -> int:
     """Decimal string at its scale → integer units (exact: strings carry exactly their decimals)."""
     return int(text.replace(".", ""))
@@ -83,27 +92,37 @@ class WorkerMetrics:
 
     # ----------------------------------------------------------- observations
     def observe_outputs(self, outputs: Iterable[Any]) -> None:
+        """Count what was published; a cascade's allocations are summed first and each counter
+        moved once (a labelled counter costs a lookup and a lock per ``inc``)."""
+        liquidations: dict[tuple[str, str], int] = {}
+        sums = dict.fromkeys(ALLOCATION_TOTALS, 0)
         for output in outputs:
             value = output.value
             kind = value.get("type")
             if kind == "liquidation":
-                self.observe_allocation(value)
+                scope = "cross" if value["scope"] == "cross" else "isolated"
+                outcome = (scope, "bankrupt" if value["bankrupt"] else "solvent")
+                liquidations[outcome] = liquidations.get(outcome, 0) + 1
+                totals = value["totals"]
+                for name in ALLOCATION_TOTALS:
+                    sums[name] += _units(totals[name])
             elif kind == "dead_letter":
                 self.dead_letters.labels(value["error"]["code"]).inc()
             elif kind in ("haircut_round", "repayment_round"):
                 round_kind = "haircut" if kind == "haircut_round" else "repay"
                 self.rounds.labels(round_kind).inc()
                 self.shared.labels(round_kind).inc(_units(value["paid"]))
+        if liquidations:
+            for (scope, outcome), count in liquidations.items():
+                self.liquidations.labels(scope, outcome).inc(count)
+            for destination in ("liquidator", "insurance_fund", "protocol"):
+                self.penalty.labels(destination).inc(sums[destination])
+            self.shortfall.inc(sums["shortfall"])
+            self.cover.inc(sums["insurance_cover"])
+            self.socialized.inc(sums["socialized_loss"])
 
     def observe_allocation(self, value: dict) -> None:
-        scope = "cross" if value["scope"] == "cross" else "isolated"
-        self.liquidations.labels(scope, "bankrupt" if value["bankrupt"] else "solvent").inc()
-        totals = value["totals"]
-        for destination in ("liquidator", "insurance_fund", "protocol"):
-            self.penalty.labels(destination).inc(_units(totals[destination]))
-        self.shortfall.inc(_units(totals["shortfall"]))
-        self.cover.inc(_units(totals["insurance_cover"]))
-        self.socialized.inc(_units(totals["socialized_loss"]))
+        self.observe_outputs([_Value(value)])
 
     def observe_input(self, topic: str, value: Any, seconds: float) -> None:
         self.events.labels(topic).inc(len(value) if isinstance(value, list) else 1)

@@ -18,7 +18,7 @@ import logging
 import os
 import tempfile
 import time
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import faust
 from aiokafka.partitioner import murmur2
@@ -26,6 +26,7 @@ from aiokafka.structs import TopicPartition
 
 from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded
 
+from . import gcpolicy
 from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
@@ -67,6 +68,8 @@ class Runtime:
         # one publisher at a time: the mark reader, the positions agent and a revocation must not
         # interleave their state writes and sends (a revocation waits for a publish in flight)
         self.publish_lock = asyncio.Lock()
+        # one writer of account state at a time (persist_dirty), from the commit's flush too
+        self.state_lock = asyncio.Lock()
         self._mark_task: asyncio.Future | None = None
         self.assigned = False  # the current assignment is recovered (cleared by a revocation)
         # loss sharing across partitions (SPEC §5.1, §5.2; worker/rounds.py): the coordinator runs
@@ -138,15 +141,13 @@ class Runtime:
             self.metrics.observe_outputs(sent)
 
     async def _publish(self, outputs: list[Output]) -> list[Output]:
-        producer = self.app.producer
-        money = any(o.topic in MONEY_TOPICS for o in outputs)
-        if money or len(self.engine.dirty) >= DEFER_MAX_ACCOUNTS:
-            if await self.persist_dirty() and money:
-                await flush_now(producer)  # the state is delivered before anything that depends on it
-        sent = await self._send(outputs)
-        if money:
-            await flush_now(producer)  # a liquidation does not wait for the producer's linger
-        return sent
+        if any(o.topic in MONEY_TOPICS for o in outputs):
+            # the changed accounts delivered, then the outputs delivered (a liquidation does not
+            # wait for the producer's linger), each in producer batches: one wait each per message
+            return await self._publish_batched(outputs)
+        if len(self.engine.dirty) >= DEFER_MAX_ACCOUNTS:
+            await self.persist_dirty()
+        return await self._send(outputs)
 
     async def _send(self, outputs: list[Output]) -> list[Output]:
         """Send each output as encoded by ``encode_output`` (an unpublishable one becomes its stub
@@ -162,41 +163,49 @@ class Runtime:
         """Publish, retrying transient broker errors with backoff. Content errors cannot reach
         here (``encode_output`` stubs them), so a retry is only ever waiting for the broker; the
         engine already recorded these outputs (pending liquidations), so they are not given up."""
+        await self.retrying(lambda: self.publish(outputs), "publishing")
+
+    async def retrying(self, attempt: Callable[[], Awaitable[Any]], what: str) -> Any:
+        """``await attempt()`` until it does not raise, with backoff (0.1 s doubling to 5 s)."""
         delay = 0.1
         while True:
             try:
-                await self.publish(outputs)
-                return
+                return await attempt()
             except Exception:
-                log.exception("publishing failed; retrying in %.1f s", delay)
+                log.exception("%s failed; retrying in %.1f s", what, delay)
                 self.counters["publish_retries"] += 1
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
     async def persist_dirty(self) -> int:
-        """Write every changed account to the `accounts` changelog; returns how many."""
-        changed = self.engine.take_dirty()
-        for count, account in enumerate(changed, start=1):
+        """Write every changed account to the `accounts` changelog, in producer batches, delivered
+        when it returns; returns how many. One writer at a time (``state_lock``, from taking the
+        changed accounts to their delivery): a later write is never older than an earlier one."""
+        async with self.state_lock:
+            changed = self.engine.take_dirty()
+            if not changed:
+                return 0
             try:
-                await self._persist_account(account)
-            except BaseException:  # a broker error: what is not written yet stays dirty for the retry
-                self.engine.dirty.update(a.account_id for a in changed[count - 1:])
+                records = [r for r in map(self._account_record, changed) if r is not None]
+                offsets = await self.send_batched(records)
+            except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
+                self.engine.dirty.update(a.account_id for a in changed)
                 raise
-            if count % 500 == 0:
-                # let a tick through during a long write-back. Safe: each write serializes the
-                # account as it is now, so a later write is never older than an earlier one.
-                await asyncio.sleep(0)
+            self._track_offsets(self.accounts_table, offsets)
         return len(changed)
 
-    async def _persist_account(self, account: AccountState) -> Any:
-        record = self._account_record(account)
-        if record is None:
-            return None
-        topic, partition, key, data = record
-        future = await self.app.producer.send(topic, key, data, partition, None, None)
-        if hasattr(self.accounts_table.data, "track_send"):  # the store learns which changelog offset it holds
-            self.accounts_table.data.track_send(TopicPartition(topic, partition), future)
-        return future
+    persist_dirty_batched = persist_dirty  # (the loss-sharing rounds' name for it)
+
+    @staticmethod
+    def _track_offsets(table: Any, offsets: dict[tuple[str, int], int]) -> None:
+        """The table's store learns which changelog offset it holds (as Faust's own writes report it)."""
+        store = table.data
+        if not hasattr(store, "set_persisted_offset"):
+            return
+        topic = table.changelog_topic.get_topic_name()
+        for (record_topic, partition), offset in offsets.items():
+            if record_topic == topic:
+                store.set_persisted_offset(TopicPartition(topic, partition), offset)
 
     def _account_record(self, account: AccountState) -> tuple[str, int, bytes, bytes] | None:
         """The account's changelog record (topic, partition, key, value), with the table's in-memory
@@ -216,33 +225,24 @@ class Runtime:
         # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
         return table.changelog_topic.get_topic_name(), partition, encode(key), data
 
-    # ----------------------------------------------- batched sends (loss-sharing rounds)
-    async def persist_dirty_batched(self) -> int:
-        """``persist_dirty`` in producer batches, delivered when it returns (a round's chunk)."""
-        changed = self.engine.take_dirty()
-        try:
-            records = [r for r in map(self._account_record, changed) if r is not None]
-            await self.send_batched(records)
-        except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
-            self.engine.dirty.update(a.account_id for a in changed)
-            raise
-        return len(changed)
-
-    async def send_batched(self, records: list[tuple[str, int, bytes, bytes | None]]) -> None:
+    # ------------------------------------------------------------- batched sends
+    async def send_batched(self, records: list[tuple[str, int, bytes, bytes | None]]) -> dict[tuple[str, int], int]:
         """Send (topic, partition, key, value) records and wait until they are delivered: the same
         records ``producer.send`` would write, in the same order per partition, but appended to a
-        few producer batches per partition instead of one send (and one future) per record."""
+        few producer batches per partition instead of one send (and one future) per record.
+        Returns the offset of the last record delivered by (topic, partition) (none from a stand-in)."""
         faust_producer = self.app.producer
         producer = getattr(faust_producer, "_ensure_producer", None)
         if producer is None:  # not Faust's aiokafka producer (a stand-in): one send per record
             for topic, partition, key, value in records:
                 await faust_producer.send(topic, key, value, partition, None, None)
             await flush_now(faust_producer)
-            return
+            return {}
         producer = producer()
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         for topic, partition, key, value in records:
             by_partition.setdefault((topic, partition), []).append((key, value))
+        offsets: dict[tuple[str, int], int] = {}
 
         async def send_partition(topic: str, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
             # the producer queues one batch per partition at a time: send_batch waits for the previous
@@ -256,15 +256,26 @@ class Runtime:
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a batch")
             batch.close()  # a closed batch is sent now, without the producer's linger
+            last_count = batch.record_count()
             futures.append(await producer.send_batch(batch, topic, partition=partition))
-            await asyncio.gather(*futures)
+            delivered = await asyncio.gather(*futures)
+            base_offset = getattr(delivered[-1], "offset", None)  # the last batch's first record
+            if base_offset is not None and base_offset >= 0:
+                offsets[(topic, partition)] = base_offset + last_count - 1
 
         await asyncio.gather(*(send_partition(t, p, items) for (t, p), items in by_partition.items()))
+        return offsets
 
     async def _publish_batched(self, outputs: list[Output]) -> list[Output]:
-        """``_publish`` for a round's chunk: the changed accounts (claims) written and delivered
-        first, then the outputs, each in producer batches; returns what was sent."""
-        await self.persist_dirty_batched()
+        """``_publish`` when money moves (and a round's chunk): the changed accounts (with the
+        pending liquidations' outputs) written and delivered first, then the outputs, each in
+        producer batches; returns what was sent."""
+        await self.persist_dirty()
+        return await self.send_outputs_batched(outputs)
+
+    async def send_outputs_batched(self, outputs: list[Output]) -> list[Output]:
+        """Send outputs (as ``_send``: encoded by ``encode_output``, to the partition the producer's
+        default partitioner picks) in producer batches; delivered when it returns."""
         records, sent = [], []
         partitions: dict[str, list[int]] = {}
         for output in outputs:
@@ -277,7 +288,8 @@ class Runtime:
             index = self.partition_of(output.key) if n == self.settings.partitions else partition_for(key, n)
             records.append((topic, known[index], key, value))
             sent.append(output)
-        await self.send_batched(records)
+        if records:
+            await self.send_batched(records)
         return sent
 
     async def _topic_partitions(self, topic: str) -> set[int]:
@@ -585,9 +597,13 @@ class Runtime:
         return f"balance:{self.params.asset}"
 
     async def on_fund_request(self, message: Any) -> None:
-        """Apply a `fund_request`. One table holds the ledger: `settled:<id>` per liquidation and
-        `balance:<asset>` = {balance, offset, done}, written after every item, so that recovery
-        always sees a consistent prefix (a redelivered message resumes at its first undone item)."""
+        """Apply a `fund_request` in one pass. One table holds the ledger: `settled:<id>` per
+        liquidation and `balance:<asset>` = {balance, offset, done}. Once per message, the settled
+        records and then the balance record are written and delivered (producer batches, one
+        partition, in that order), then the outputs: recovery sees a prefix, so either the balance
+        record still points before this message (its items are applied again at the same positions,
+        from the same balance: the same outputs) or past it (they are duplicates: their stored
+        outputs are published again)."""
         if self.ledger is None:
             await self.on_fund_recovered()
         assert self.ledger is not None
@@ -600,13 +616,15 @@ class Runtime:
         except (DecodeError, KeyError, TypeError) as exc:
             await self.publish_retrying([self.engine.dead_letter(source, "decode_error", str(exc)[:300])])
             return
-        state = self.fund_table.get(self._balance_key()) or {"offset": -1, "done": 0}
+        state = self.fund_table.data.get(self._balance_key()) or {"offset": -1, "done": 0}
         outputs: list[Output] = []
         fresh: list[Output] = []
+        applied = 0  # items not applied by an earlier delivery
         for index, item in enumerate(items):
             if (message.offset, index) < (state["offset"], state["done"]):  # applied by an earlier delivery
                 outputs.extend(self.ledger.stored_outputs(item_key(item)) or [])
                 continue
+            applied += 1
             try:
                 if item.get("kind", "liquidation") == "liquidation":
                     item_outputs, moved = self.ledger.apply(item, at=[message.offset, index])
@@ -622,33 +640,66 @@ class Runtime:
                                                        f"{type(exc).__name__}: {exc}"[:300], index, item))
                 moved = False
                 item_outputs = []
-            # the balance as an integer string: a sum of penalties is not bounded by 64 bits
-            record = {"balance": str(self.ledger.fund.balance_units), "offset": message.offset, "done": index + 1}
-            if self.coordinator is not None:  # deficits and rounds in flight, consistent with the balance
-                record["sharing"] = self.coordinator.to_dict()
-            self.fund_table[self._balance_key()] = record
             outputs.extend(item_outputs)
             if moved:
                 fresh.extend(item_outputs)
-        await flush_now(self.app.producer)  # the ledger is durable before anything depends on it
-        await self._send(outputs)
-        await flush_now(self.app.producer)
+        if applied:  # (a message applied before leaves the ledger as it is: its position never goes back)
+            await self._write_ledger(message.offset, len(items), message.partition)
+        await self.retrying(lambda: self.send_outputs_batched(outputs), "publishing the fund's outputs")
         self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
 
+    async def _write_ledger(self, offset: int, done: int, partition: int) -> None:
+        """The settled records of a request message, then its balance record, written and delivered."""
+        assert self.ledger is not None
+        # the balance as an integer string: a sum of penalties is not bounded by 64 bits
+        record = {"balance": str(self.ledger.fund.balance_units), "offset": offset, "done": done}
+        if self.coordinator is not None:  # deficits and rounds in flight, consistent with the balance
+            record["sharing"] = self.coordinator.to_dict()
+        writes = self.ledger.settled.take() if isinstance(self.ledger.settled, _Prefixed) else []
+        writes.append((self._balance_key(), record))
+        records = [r for r in (self._table_record(self.fund_table, key, value, partition)
+                               for key, value in writes) if r is not None]
+        # the ledger is durable before anything depends on it; a broker error is retried (the
+        # records are built: sending them again writes the same values). Shielded: the table's
+        # memory already holds them, so they reach the changelog even if the agent is cancelled.
+        offsets = await asyncio.shield(self.retrying(lambda: self.send_batched(records), "writing the fund ledger"))
+        self._track_offsets(self.fund_table, offsets)
+
+    def _table_record(self, table: Any, key: str, value: Any, partition: int) -> tuple[str, int, bytes, bytes] | None:
+        """``table[key] = value`` in memory, and its changelog record (topic, partition, key, value)
+        to send; None (logged, counted) when the value cannot be encoded."""
+        table.data[key] = value
+        getattr(table.data, "_key_partition", {})[key] = partition
+        try:
+            data = encode_bounded(value)
+        except EncodeError:
+            log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
+            self.counters["internal_error:state_encode"] += 1
+            return None
+        return table.changelog_topic.get_topic_name(), partition, encode(key), data
+
 
 class _Prefixed:
-    """A key-prefixed view of a table: the fund's settled records live beside its balance."""
+    """A key-prefixed view of a table: the fund's settled records live beside its balance. A write
+    goes to the table's memory at once (``Runtime._table_record`` sets it again) and
+    waits in ``pending`` until the fund agent sends the message's records together (``take``)."""
 
     def __init__(self, table: Any, prefix: str) -> None:
         self.table, self.prefix = table, prefix
+        self.pending: list[tuple[str, Any]] = []
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.table.get(self.prefix + key, default)
+        return self.table.data.get(self.prefix + key, default)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.table[self.prefix + key] = value
+        self.table.data[self.prefix + key] = value
+        self.pending.append((self.prefix + key, value))
+
+    def take(self) -> list[tuple[str, Any]]:
+        pending, self.pending = self.pending, []
+        return pending
 
 
 def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[faust.App, Runtime]:
@@ -768,6 +819,7 @@ def main_worker(argv: list[str]) -> int:
         app, _ = create_app(settings)
     except SettingsError as exc:
         raise SystemExit(f"error: {exc}") from None
+    gcpolicy.install()  # no full-heap collection stalls the loop in a cascade (worker/gcpolicy.py)
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0

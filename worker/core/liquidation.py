@@ -6,6 +6,7 @@ engine should do and how the penalty is distributed. It never mutates the caller
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Any
 
 from mypy_extensions import mypyc_attr
@@ -249,6 +250,8 @@ def plan_liquidation(collateral_units: int, legs: list[Leg], params: Params) -> 
 
 _PLAN_FIELDS = tuple(f for f in LiquidationPlan.__dataclass_fields__ if f != "closes")
 _CLOSE_FIELDS = tuple(Close.__dataclass_fields__)
+_UNIT_FIELDS = frozenset(name for name in _PLAN_FIELDS + _CLOSE_FIELDS if name.endswith("_units"))  # integer strings
+_PLAN_VALUES, _CLOSE_VALUES = attrgetter(*_PLAN_FIELDS), attrgetter(*_CLOSE_FIELDS)
 
 
 def plan_to_dict(plan: LiquidationPlan) -> dict[str, Any]:
@@ -257,20 +260,19 @@ def plan_to_dict(plan: LiquidationPlan) -> dict[str, Any]:
     may exceed the 64-bit integers a JSON encoder writes. Prices, sizes and rates are bounded
     inputs (or ppm) and stay integers.
     (Written out: ``dataclasses.asdict`` deep-copies and cost 60 % of a cascade.)"""
-    data: dict[str, Any] = {name: _wire(name, getattr(plan, name)) for name in _PLAN_FIELDS}
-    data["closes"] = [{name: _wire(name, getattr(close, name)) for name in _CLOSE_FIELDS} for close in plan.closes]
+    units = _UNIT_FIELDS
+    data: dict[str, Any] = {name: str(value) if name in units else value
+                            for name, value in zip(_PLAN_FIELDS, _PLAN_VALUES(plan))}
+    data["closes"] = [{name: str(value) if name in units else value
+                       for name, value in zip(_CLOSE_FIELDS, _CLOSE_VALUES(close))}
+                      for close in plan.closes]
     return data
 
 
 def plan_from_dict(data: dict[str, Any]) -> LiquidationPlan:
-    fields = {name: _unwire(name, value) for name, value in data.items() if name != "closes"}
-    closes = tuple(Close(**{name: _unwire(name, value) for name, value in close.items()}) for close in data["closes"])
+    """``plan_to_dict`` reversed (the fund agent rebuilds each request's plan: kept lean)."""
+    units = _UNIT_FIELDS
+    fields = {name: int(value) if name in units else value for name, value in data.items() if name != "closes"}
+    closes = tuple(Close(**{name: int(value) if name in units else value for name, value in close.items()})
+                   for close in data["closes"])
     return LiquidationPlan(closes=closes, **fields)
-
-
-def _wire(name: str, value: Any) -> Any:
-    return str(value) if name.endswith("_units") else value
-
-
-def _unwire(name: str, value: Any) -> Any:
-    return int(value) if name.endswith("_units") else value
