@@ -26,7 +26,6 @@ from aiokafka.structs import TopicPartition
 
 from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded
 
-from . import gcpolicy
 from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
@@ -35,7 +34,7 @@ from .faust_compat import flush_now, patch_fetch_max_wait, patch_recovery_highwa
 from .kafka_security import new_consumer
 from .rounds import BROADCAST, RoundCoordinator, RoundParticipant, item_key
 from .settings import WorkerSettings
-from .gc_tuning import tune_collector
+from .gc_tuning import freeze_after_full_collections, tune_collector
 from .store import register as register_store
 from .typed_input import position_updates, record_elements
 from .wire import encode_output
@@ -819,7 +818,7 @@ def main_worker(argv: list[str]) -> int:
         app, _ = create_app(settings)
     except SettingsError as exc:
         raise SystemExit(f"error: {exc}") from None
-    gcpolicy.install()  # no full-heap collection stalls the loop in a cascade (worker/gcpolicy.py)
+    freeze_after_full_collections()  # no full-heap collection stalls the loop in a cascade
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
     worker.execute_from_commandline()
     return 0
