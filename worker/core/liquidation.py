@@ -271,8 +271,11 @@ def plan_to_dict(plan: LiquidationPlan) -> dict[str, Any]:
 
 def plan_from_dict(data: dict[str, Any]) -> LiquidationPlan:
     """``plan_to_dict`` reversed (the fund agent rebuilds each request's plan: kept lean)."""
+    closes = tuple(Close(**_fields_with_int_units(close)) for close in data["closes"])
+    return LiquidationPlan(closes=closes, **_fields_with_int_units(data))
+
+
+def _fields_with_int_units(data: dict[str, Any]) -> dict[str, Any]:
+    """A plan's or a close's fields but ``closes``, the amounts back to ints."""
     units = _UNIT_FIELDS
-    fields = {name: int(value) if name in units else value for name, value in data.items() if name != "closes"}
-    closes = tuple(Close(**{name: int(value) if name in units else value for name, value in close.items()})
-                   for close in data["closes"])
-    return LiquidationPlan(closes=closes, **fields)
+    return {name: int(value) if name in units else value for name, value in data.items() if name != "closes"}
