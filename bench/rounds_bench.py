@@ -26,7 +26,6 @@ import asyncio
 import multiprocessing
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,7 +40,7 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.structs import TopicPartition  # noqa: E402
 
-from stream_bench import batched, produce  # noqa: E402
+from stream_bench import batched, produce, py_spy_record  # noqa: E402
 from topics.catalog import topic_specs  # noqa: E402
 from worker.app import partition_for  # noqa: E402
 from worker.broker import EmbeddedBroker, create_topics  # noqa: E402
@@ -381,10 +380,7 @@ async def run_config(broker: EmbeddedBroker, params_path: Path, log_dir: Path, w
               flush=True)
         spy = None
         if py_spy is not None:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                                    str(group.procs[0].pid), "--rate", "200", "--format", "raw", "--idle",
-                                    "-o", str(py_spy / f"worker-{workers}w.txt")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            spy = py_spy_record(group.procs[0].pid, py_spy / f"worker-{workers}w.txt", rate=200)
         ladder_ = Ladder(bootstrap, prefix, ladder)
         await ladder_.start()
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)

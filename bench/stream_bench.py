@@ -57,6 +57,14 @@ def account_events(account: str, collateral_usd: int, lots: int, seq: int = 1) -
              "entry_price": "20000.0", "seq": seq + 1, "ts": T0}]
 
 
+def py_spy_record(pid: int, out: Path, rate: int) -> subprocess.Popen:
+    """py-spy (from this interpreter's venv) recording ``pid`` into ``out``, raw, idle frames too;
+    stop it with SIGINT."""
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                             "--rate", str(rate), "--format", "raw", "--idle", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+
 def batched(events: list[dict], size: int = 500, partitions: int = PARTITIONS) -> list[tuple[int, bytes, bytes]]:
     """(partition, key, value) messages: per-partition arrays of at most `size` events."""
     by_partition: dict[int, list[dict]] = {}
@@ -278,10 +286,7 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
         await asyncio.sleep(1.0)
         spy = None
         if py_spy is not None:
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid",
-                                    str(group.procs[0].pid), "--rate", "250", "--format", "raw", "--idle",
-                                    "-o", str(py_spy / f"cascade-{prefix}worker0.txt")],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            spy = py_spy_record(group.procs[0].pid, py_spy / f"cascade-{prefix}worker0.txt", rate=250)
             await asyncio.sleep(1.0)
         cpu_before = cpu_seconds([proc.pid for proc in group.procs])
         sent = time.perf_counter()

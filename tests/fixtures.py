@@ -1,7 +1,9 @@
 """Shared fixtures: parameter files, scenario builders and helpers (one module, SPEC §9 shapes)."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import types
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +226,27 @@ def sharing_scenario(accounts: int = 40, seed: int = 5) -> tuple[str, list[bytes
                                "18200.0", "18100.0"], start=2):
         lines.append({"topic": "mark-prices", "key": "BTC-PERP", "value": mark("BTC-PERP", price, t0 + 1000 * k, k)})
     return params, jsonl(lines)
+
+
+class FakeProducer:
+    """Stands in for Faust's producer: accepts sends, or fails them as a broker outage would."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.sent: list[tuple] = []
+        self.buffer = types.SimpleNamespace(flush=self._nothing)
+        self._producer = None
+
+    async def _nothing(self) -> None:
+        return None
+
+    async def flush(self) -> None:
+        return None
+
+    async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001
+        if self.failing:
+            raise ConnectionError("broker unreachable")
+        self.sent.append((topic, key, value))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future

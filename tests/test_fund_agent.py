@@ -9,7 +9,7 @@ import types
 import orjson
 
 import worker.app as app_module
-from tests.fixtures import EXAMPLES
+from tests.fixtures import EXAMPLES, FakeProducer
 from topics.codec import decode
 from worker.core.engine import Engine, fund_request
 from worker.core.params import load_params
@@ -17,27 +17,6 @@ from worker.replay import replay_lines
 from worker.settings import resolve
 
 CHANGELOG = "fund-ledger-changelog"
-
-
-class Producer:
-    """Stands in for Faust's producer: records every send (topic, key bytes, value bytes)."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes]] = []
-        self.buffer = types.SimpleNamespace(flush=self._nothing)
-        self._producer = None
-
-    async def _nothing(self) -> None:
-        return None
-
-    async def flush(self) -> None:
-        return None
-
-    async def send(self, topic, key, value, partition, timestamp, headers):  # noqa: ANN001
-        self.sent.append((topic, key, value))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
 
 
 class Table:
@@ -53,8 +32,8 @@ class Table:
         return self.data.get(key, default)
 
 
-def runtime_with(table: Table) -> tuple[app_module.Runtime, Producer]:
-    producer = Producer()
+def runtime_with(table: Table) -> tuple[app_module.Runtime, FakeProducer]:
+    producer = FakeProducer()
     runtime = app_module.Runtime(resolve(environ={}), load_params(EXAMPLES / "params.toml"),
                                  types.SimpleNamespace(producer=producer))
     runtime.fund_table = table
@@ -72,7 +51,7 @@ def request_messages() -> list[types.SimpleNamespace]:
             for offset, part in enumerate((items[:half], items[half:]))]
 
 
-def deliver(runtime: app_module.Runtime, producer: Producer, message) -> tuple[list, list]:  # noqa: ANN001
+def deliver(runtime: app_module.Runtime, producer: FakeProducer, message) -> tuple[list, list]:  # noqa: ANN001
     """(changelog records, outputs) that delivering ``message`` sent."""
     before = len(producer.sent)
     asyncio.run(runtime.on_fund_request(message))

@@ -208,7 +208,6 @@ def interleaved_scenario(draw, params):
         assert (driver.engine.pending_scopes, driver.engine.call_scopes) == driver.engine.recount_scopes()
 
     def tick(symbol):
-        nonlocal ts
         prices[symbol] = max(1, prices[symbol] * draw(st.integers(960_000, 1_030_000)) // PPM)
         mark_seq[symbol] += 1
         decimals = 1 if symbol == "BTC-PERP" else 2

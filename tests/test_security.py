@@ -30,7 +30,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from aiokafka.structs import TopicPartition
 
-from tests.fixtures import EXAMPLES, ROOT, mark
+from tests.fixtures import EXAMPLES, ROOT, FakeProducer, mark
 from worker.kafka_security import KafkaSecurity, SecurityError
 from worker.settings import SettingsError, resolve
 
@@ -384,30 +384,6 @@ def test_the_token_can_come_from_a_file(tmp_path):
 
 
 # ----------------------------------------------------------------------------------- /ready, wedged
-class Producer:
-    """Stands in for Faust's producer: accepts sends, or fails them as a broker outage would."""
-
-    def __init__(self) -> None:
-        self.failing = False
-        self.sent: list[tuple] = []
-        self.buffer = types.SimpleNamespace(flush=self._nothing)
-        self._producer = None
-
-    async def _nothing(self) -> None:
-        return None
-
-    async def flush(self) -> None:
-        return None
-
-    async def send(self, topic, key, value, partition, timestamp, headers):
-        if self.failing:
-            raise ConnectionError("broker unreachable")
-        self.sent.append((topic, key, value))
-        future = asyncio.get_running_loop().create_future()
-        future.set_result(None)
-        return future
-
-
 class MarkLog:
     """Stands in for the mark reader's aiokafka consumer: one partition, records appended by the test."""
 
@@ -454,7 +430,7 @@ def test_a_wedged_mark_reader_turns_ready_false(monkeypatch):
 
     marks = MarkLog()
     monkeypatch.setattr(app_module, "new_consumer", lambda *args, **kwargs: marks)
-    producer = Producer()
+    producer = FakeProducer()
     settings = resolve(environ={"RISK_READY_STALL_S": "5"})
     runtime = app_module.Runtime(settings, load_params(EXAMPLES / "params.toml"),
                                  types.SimpleNamespace(producer=producer))

@@ -5,7 +5,6 @@ import argparse
 import asyncio
 import dataclasses
 import signal
-import sys
 import tempfile
 import time
 from collections import deque
