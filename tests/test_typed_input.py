@@ -93,6 +93,10 @@ def test_ordinary_events_take_the_typed_way_and_odd_ones_are_left_to_the_validat
         "one bad element of a batch": orjson.dumps([balance, {**position, "size": "1.0001"}]),
         "a mark on the positions topic": orjson.dumps({"symbol": "BTC-PERP", "mark_price": "1", "ts": 1, "seq": 1}),
         "not JSON": b"{",
+        # invalid UTF-8 inside a string: msgspec raises UnicodeDecodeError there, not DecodeError
+        "a 0xff byte in a string": orjson.dumps(balance).replace(b'"a"', b'"a\xff"'),
+        "an encoded lone surrogate in a string": orjson.dumps(balance).replace(b'"a"', b'"\xed\xa0\x80"'),
+        "an overlong encoding in a string": orjson.dumps(balance).replace(b'"a"', b'"\xc0\xaf"'),
     }
     assert {name: position_updates(raw, PARAMS) for name, raw in declined.items()} == dict.fromkeys(declined)
 
@@ -173,3 +177,12 @@ def test_replay_gives_the_same_bytes_with_the_typed_decoder_and_without(monkeypa
     without = run()
     assert with_typed == without
     assert b"stale_seq" in with_typed[-1]  # the stale line's dead letter carries the re-encoded value
+
+
+def test_a_line_with_invalid_utf8_in_a_string_is_a_dead_letter_in_replay_not_a_crash():
+    line = orjson.dumps({"topic": "positions", "key": "a", "value": {
+        "type": "balance", "account_id": "a", "asset": "USD", "collateral": "1", "seq": 1, "ts": 1}})
+    bad = line.replace(b'"account_id":"a"', b'"account_id":"a\xff"')
+    assert bad != line and replay_position_line(bad, PARAMS) is None
+    [dead] = list(replay_lines([bad], Engine(PARAMS)))
+    assert (dead.topic, dead.value["error"]["code"]) == ("dead-letters", "not_utf8")

@@ -7,8 +7,9 @@ then run through the core's own ``position_terms`` / ``balance_terms``.
 
 Anything this decoder does not take as is returns None, and the caller goes the validating way
 (``topics.codec.decode`` + ``Engine.process_positions``), which writes the dead letter with its code:
-a wrong type, a missing field, an unknown event type, a refusal by the core's checks, a backslash
-anywhere (escapes are left to the validating decoder), a message over the size limit. So this way
+a wrong type, a missing field, an unknown event type, a refusal by the core's checks, invalid UTF-8
+(msgspec raises UnicodeDecodeError for it inside a string), a backslash anywhere (escapes are left
+to the validating decoder), a message over the size limit. So this way
 never accepts what the validating way refuses, and where both accept they give the same updates
 (tests/test_typed_input.py checks both on the hostile corpus and on generated events).
 """
@@ -98,7 +99,7 @@ def position_updates(raw: bytes | None, params: Params) -> Indexed | None:
         return None
     try:
         value = _decode_value(raw)  # type: ignore[arg-type]  # _takes: not None
-    except msgspec.DecodeError:  # ValidationError is a DecodeError
+    except ValueError:  # msgspec.DecodeError (ValidationError is one), UnicodeDecodeError inside a string
         return None
     return _updates(value, params)
 
@@ -109,7 +110,7 @@ def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Index
         return None
     try:
         record = _decode_line(line)
-    except msgspec.DecodeError:
+    except ValueError:  # as in position_updates
         return None
     updates = _updates(record.value, params)
     return None if updates is None else (record.key, updates)
