@@ -552,15 +552,14 @@ class Engine:
                           accept_account: Callable[[str], bool] | None = None) -> list[Output]:
         """One `positions` message; ``accept_account`` refuses accounts of another partition."""
         out: list[Output] = []
+        element_at = _element_of(value)
         for index, element in _elements(value):
             try:
                 update = decode_position_event(element, self.params)
-                if accept_account is not None and not accept_account(update.account_id):
-                    raise BadInput("wrong_partition", WRONG_PARTITION)
             except BadInput as exc:
                 out.append(self.dead_letter(source, exc.code, str(exc), index, element))
                 continue
-            out.extend(self.apply_position_event(update, source, index, element))
+            out.extend(self._apply_update(index, update, source, element_at, accept_account))
         return out + self._flush_requests()
 
     def process_position_updates(self, updates: list[tuple[int | None, PositionUpdate | BalanceUpdate]],
@@ -570,13 +569,17 @@ class Engine:
         the same outputs; ``element_at(index)`` gives an event's JSON, asked only for a dead letter."""
         out: list[Output] = []
         for index, update in updates:
-            if accept_account is not None and not accept_account(update.account_id):
-                out.append(self.dead_letter(source, "wrong_partition", WRONG_PARTITION, index, element_at(index)))
-                continue
-            held = self.accounts.get(update.account_id)
-            stale = held is not None and update.seq <= held.seq  # apply_position_event's stale_seq
-            out.extend(self.apply_position_event(update, source, index, element_at(index) if stale else None))
+            out.extend(self._apply_update(index, update, source, element_at, accept_account))
         return out + self._flush_requests()
+
+    def _apply_update(self, index: int | None, update: PositionUpdate | BalanceUpdate, source: Source,
+                      element_at: Callable[[int | None], Any],
+                      accept_account: Callable[[str], bool] | None) -> list[Output]:
+        """A decoded positions event: dead-lettered when its account belongs to another partition,
+        else applied."""
+        if accept_account is not None and not accept_account(update.account_id):
+            return [self.dead_letter(source, "wrong_partition", WRONG_PARTITION, index, element_at(index))]
+        return self.apply_position_event(update, source, index, element_at)
 
     def dead_letter(self, source: Source, code: str, message: str, index: int | None = None,
                     element: Any = None) -> Output:
@@ -644,14 +647,16 @@ class Engine:
 
     # -------------------------------------------------------- positions events
     def apply_position_event(self, update: PositionUpdate | BalanceUpdate, source: Source,
-                             index: int | None = None, element: Any = None) -> list[Output]:
+                             index: int | None = None,
+                             element_at: Callable[[int | None], Any] | None = None) -> list[Output]:
+        """``element_at(index)``: the event's JSON for a dead letter (asked only for one)."""
         account = self.accounts.get(update.account_id)
         if account is None:
             account = AccountState(update.account_id)
         elif update.seq <= account.seq:
             self.counters["stale_seq:positions"] += 1
             return [self.dead_letter(source, "stale_seq", f"positions seq {update.seq} <= applied {account.seq}",
-                                     index, element)]
+                                     index, None if element_at is None else element_at(index))]
         self.newest_ts = max(self.newest_ts, update.ts)
         changed: list[str] = []  # the scopes whose positions or collateral this event changed
         if isinstance(update, PositionUpdate):
@@ -998,6 +1003,11 @@ class Engine:
 
 def fund_request(items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "fund_request", "schema_version": 1, "items": items}
+
+
+def _element_of(value: Any) -> Callable[[int | None], Any]:
+    """``element_at`` for a decoded message: the event at an index of its array, or the message."""
+    return lambda index: value if index is None else value[index]
 
 
 def _elements(value: Any) -> Iterable[tuple[int | None, Any]]:
