@@ -319,11 +319,15 @@ class CandidateIndex:
         return slot
 
     def drop(self, key: ScopeKey) -> None:
+        """Forget the scope's bands and watches: whoever drops it indexes it again as it is now (a
+        watch left behind would have a later tick evaluate a scope that no longer holds the symbol)."""
         slot = self._find(key)
         if slot >= 0 and self._bands[slot]:
             self._live -= self._bands[slot]
             self._bands[slot] = 0
             self._version[slot] += 1
+        for watched in self._watch.values():
+            watched.discard(key)
 
     def is_banded(self, key: ScopeKey) -> bool:
         """The scope holds bands: its zone is the one of its last evaluation while the marks
@@ -702,6 +706,9 @@ class Engine:
         watched = account.watched_scopes()
         if watched and any(scope not in scopes for scope in watched):  # a scope closed since
             scopes = sorted(set(scopes).union(watched), key=_scope_rank)
+        for scope in changed:
+            if scope not in scopes:  # an isolated scope this event closed: nothing of it left to index
+                self.index.drop((account.account_id, scope))
         out: list[Output] = []
         for scope in scopes:
             # A scope that holds bands and whose positions and collateral this event left as they
