@@ -1,8 +1,16 @@
 import itertools
+import os
 
 import pytest
+from hypothesis import settings
 
 from tests.fixtures import make_params
+
+# CI (`.ci/run`) runs the properties derandomized: the same examples on every run, so a landing is
+# decided by the code, not by the examples a seed happened to draw, and no wall-clock deadline on a
+# shared 2-CPU machine. Local `make test` keeps drawing fresh examples (that is how bugs are found).
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 _namespaces = itertools.count()
 

@@ -192,8 +192,8 @@ def _liquidation(doc: _Doc) -> None:
                           "+ slippage (else closing more could never restore the account); this file meets it: "
                           + "; ".join(checks) + ".")
     s["rules"].append(
-        f"While an account's liquidation is pending (emitted, not yet acknowledged by the matching engine) it is "
-        f"not liquidated again; it is evaluated again on the acknowledgement"
+        "While an account's liquidation is pending (emitted, not yet acknowledged by the matching engine) it is "
+        "not liquidated again; it is evaluated again on the acknowledgement"
         + (f", or after {p.pending_timeout_ms} ms of event time without one (engine.pending_timeout_ms)."
            if p.pending_timeout_ms else " only (engine.pending_timeout_ms = 0: no timeout)."))
     rows, values = [], {}
