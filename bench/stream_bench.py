@@ -12,7 +12,7 @@ Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2]
   --workers 1,2      run parts 3 and 4 with each of these worker counts;
   --baseline-root    also run parts 1–4 with the workers started from another checkout (e.g.
                      `git archive <commit> | tar -x -C DIR`), just before this tree's, same broker;
-  --py-spy DIR       record this tree's first worker with py-spy during the cascade.
+  --py-spy DIR       record this tree's first worker with py-spy during the cascade and each throughput phase.
 """
 from __future__ import annotations
 
@@ -152,9 +152,10 @@ def update(k: int, accounts: int) -> dict:
             "entry_price": "20000.0", "seq": 3 + k // accounts, "ts": T0 + 1}
 
 
-async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count: int, measured_count: int) -> float:
+async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count: int, measured_count: int,
+                         py_spy: Path | None = None) -> float:
     """Start one worker on pre-produced topics; seconds it takes for the `measured_count` positions
-    messages that follow the first `setup_count`."""
+    messages that follow the first `setup_count`. ``py_spy``: record the worker over them, there."""
     def consumed() -> int:
         return (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
 
@@ -162,14 +163,20 @@ async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count
         group.start(1)
         port = group.ports[0]
         await wait_for(lambda: consumed() >= setup_count, 600, "setup consumed", interval_s=0.05)
+        spy = None if py_spy is None else py_spy_record(group.procs[0].pid, py_spy, rate=250)
         started = time.perf_counter()
         await wait_for(lambda: consumed() >= setup_count + measured_count, 600, "measured", interval_s=0.01)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        if spy is not None:
+            spy.send_signal(subprocess.signal.SIGINT)
+            spy.wait(30)
+        return seconds
 
 
 async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int,
-                     name: str = "tp") -> dict:
-    """``name``: the topics' and apps' prefix stem (a second run on the same broker uses another)."""
+                     name: str = "tp", py_spy: Path | None = None) -> dict:
+    """``name``: the topics' and apps' prefix stem (a second run on the same broker uses another);
+    ``py_spy``: a directory to record the worker in, over each measured phase (it slows the worker)."""
     results: dict = {}
     bootstrap = broker.bootstrap
     setup_messages = batched([e for i in range(accounts) for e in account_events(f"a{i:06d}", 5_000, 1_000)])
@@ -179,8 +186,8 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     create_topics(bootstrap, topic_specs(f"{name}1-", PARTITIONS))
     await produce(bootstrap, f"{name}1-mark-prices", first_mark)
     await produce(bootstrap, f"{name}1-positions", setup_messages + updates)
-    results["worker_single_eps"] = singles / await worker_seconds(bootstrap, f"{name}1-", log_dir, len(setup_messages),
-                                                                  singles)
+    results["worker_single_eps"] = singles / await worker_seconds(
+        bootstrap, f"{name}1-", log_dir, len(setup_messages), singles, py_spy and py_spy / f"single-{name}.txt")
     # bare Faust on the same single-event messages
     create_topics(bootstrap, [(f"bare-{name}", PARTITIONS, {})])
     await produce(bootstrap, f"bare-{name}", updates)
@@ -194,8 +201,9 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     create_topics(bootstrap, topic_specs(f"{name}2-", PARTITIONS))
     await produce(bootstrap, f"{name}2-mark-prices", first_mark)
     await produce(bootstrap, f"{name}2-positions", setup_messages + batch_messages)
-    results["worker_batched_eps"] = batch_events / await worker_seconds(bootstrap, f"{name}2-", log_dir,
-                                                                        len(setup_messages), len(batch_messages))
+    results["worker_batched_eps"] = batch_events / await worker_seconds(
+        bootstrap, f"{name}2-", log_dir, len(setup_messages), len(batch_messages),
+        py_spy and py_spy / f"batched-{name}.txt")
     seconds, events = await raw_consume_decode(bootstrap, f"{name}2-positions",
                                                len(setup_messages) + len(batch_messages))
     results["raw_decode_eps"] = events / seconds
@@ -347,7 +355,8 @@ async def main() -> int:
                         help="cascade: the latency and cascade parts only; throughput: parts 1 and 2 only")
     parser.add_argument("--workers", default="1", help="worker counts for latency and cascade, e.g. 1,2")
     parser.add_argument("--baseline-root", type=Path, help="a checkout to run latency and cascade with too")
-    parser.add_argument("--py-spy", type=Path, help="record this tree's first worker during the cascade here")
+    parser.add_argument("--py-spy", type=Path, help="record this tree's first worker with py-spy here: during the cascade, and "
+                             "over each throughput phase (the recorded rates are then lower)")
     args = parser.parse_args()
     sizes = dict(accounts=2_000, singles=5_000, batch_events=20_000, ticks=50, cascade_accounts=10_000,
                  cascade_size=1_000) if args.quick else dict(
@@ -369,7 +378,7 @@ async def main() -> int:
                 harness.ROOT = root or saved_root  # the workers' checkout (the bare agent is this tree's)
                 try:
                     tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"], sizes["batch_events"],
-                                          "tpb" if root else "tp")
+                                          "tpb" if root else "tp", None if root else args.py_spy)
                 finally:
                     harness.ROOT = saved_root
                 print(f"{label}single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "

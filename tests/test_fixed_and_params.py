@@ -1,8 +1,10 @@
 """Decimal strings at scale (SPEC §2) and parameter validation (SPEC §9)."""
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.fixtures import make_params, params_toml
-from worker.core.fixed import DecimalFormatError, ceil_div, floor_div, format_units, half_even_div, parse_decimal
+from worker.core.fixed import _DECIMAL_RE, DecimalFormatError, ceil_div, floor_div, format_units, half_even_div, parse_decimal
 from worker.core.params import ParamsError, parse_params
 
 
@@ -34,12 +36,37 @@ def test_parse_decimal(text, decimals, rounding, expected):
         pytest.param(1.5, "wrong_type", id="a JSON float is refused"),
         pytest.param(15, "wrong_type", id="a JSON integer is refused for money"),
         pytest.param("9" * 41, "bad_decimal", id="an absurdly long number is refused before parsing"),
+        pytest.param("1.", "bad_decimal", id="a dot without decimals is refused"),
+        pytest.param(".5", "bad_decimal", id="decimals without a whole part are refused"),
+        pytest.param("-", "bad_decimal", id="a lone minus is refused"),
+        pytest.param("--1", "bad_decimal", id="a double minus is refused"),
+        pytest.param("1.2.3", "bad_decimal", id="a second dot is refused"),
+        pytest.param("1\n", "bad_decimal", id="a trailing newline is refused"),
+        pytest.param("\u0661", "bad_decimal", id="a non-ASCII digit (Arabic-Indic one) is refused"),
+        pytest.param("1.\u00b2", "bad_decimal", id="a superscript two among the decimals is refused"),
+        pytest.param("", "bad_decimal", id="the empty string is refused"),
     ],
 )
 def test_parse_decimal_refuses(value, code):
     with pytest.raises(DecimalFormatError) as caught:
         parse_decimal(value, 3)
     assert caught.value.code == code
+
+
+_DECIMAL_ALPHABET = "0123456789.-+e \n\u0661\u00b2\uff11"
+
+
+@given(st.text(alphabet=_DECIMAL_ALPHABET, max_size=12) | st.from_regex(_DECIMAL_RE, fullmatch=True))
+def test_a_string_parses_exactly_when_the_decimal_grammar_matches_it(text):
+    # parse_decimal checks the grammar with str methods; the regex is the grammar as SPEC §2 writes it
+    # (a scale of 40 decimals: "too many decimals" never hides the answer)
+    try:
+        parse_decimal(text, 40)
+        accepted = True
+    except DecimalFormatError as exc:
+        assert exc.code == "bad_decimal"
+        accepted = False
+    assert accepted == (len(text) <= 40 and _DECIMAL_RE.match(text) is not None)
 
 
 @pytest.mark.parametrize(

@@ -90,7 +90,9 @@ def _updates(value: _Value, params: Params) -> Indexed | None:
 
 
 def _takes(raw: bytes | None) -> bool:
-    return raw is not None and len(raw) <= MAX_MESSAGE_BYTES and b"\\" not in raw
+    # (bytes.find, not ``in``: CPython 3.11's ``bytes in bytes`` first tries the needle as an int and
+    # raises and clears a TypeError each time)
+    return raw is not None and len(raw) <= MAX_MESSAGE_BYTES and raw.find(b"\\") < 0
 
 
 def position_updates(raw: bytes | None, params: Params) -> Indexed | None:
@@ -106,7 +108,7 @@ def position_updates(raw: bytes | None, params: Params) -> Indexed | None:
 
 def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Indexed] | None:
     """(key, updates) of a replay line of the `positions` topic, or None: decode it the validating way."""
-    if b'"positions"' not in line or not _takes(line):  # not that topic (without escapes): no need to try
+    if line.find(b'"positions"') < 0 or not _takes(line):  # not that topic (without escapes): no need to try
         return None
     try:
         record = _decode_line(line)

@@ -45,6 +45,14 @@ class PositionState:
     isolated_margin_units: int = 0
 
 
+def _same_position(a: PositionState | None, b: PositionState | None) -> bool:
+    """``a == b`` field by field (compiled, the dataclass's generated ``__eq__`` runs interpreted)."""
+    if a is None or b is None:
+        return a is b
+    return (a.size_lots == b.size_lots and a.entry_ticks == b.entry_ticks and a.isolated == b.isolated
+            and a.isolated_margin_units == b.isolated_margin_units)
+
+
 @dataclass(slots=True)
 class Pending:
     liquidation_id: str
@@ -414,8 +422,10 @@ class Engine:
         self.counters: Counter[str] = Counter()
         self.last_snapshot_bucket: dict[str, int] = {}
         # (symbol) → signed sums for open interest in lots
-        self.open_long: Counter[str] = Counter()
-        self.open_short: Counter[str] = Counter()
+        # open interest in lots by symbol (plain dicts: a Counter's item assignment goes through a
+        # Python-level slot, ~3× a dict's, on every position event)
+        self.open_long: dict[str, int] = {}
+        self.open_short: dict[str, int] = {}
         # kept as pending / in_call change (O(changes) metrics): Σ len(a.pending), Σ len(a.in_call)
         self.pending_scopes = 0
         self.call_scopes = 0
@@ -668,7 +678,7 @@ class Engine:
             held = account.positions.get(symbol)
             new = None if update.size_lots == 0 else PositionState(
                 update.size_lots, update.entry_ticks, update.isolated, update.isolated_margin_units)
-            if new != held:
+            if not _same_position(new, held):
                 self._count_position(symbol, held, -1)
                 self._count_position(symbol, new, +1)
                 if new is None:
@@ -965,10 +975,12 @@ class Engine:
     def _count_position(self, symbol: str, position: PositionState | None, sign: int) -> None:
         if position is None:
             return
-        if position.size_lots > 0:
-            self.open_long[symbol] += sign * position.size_lots
-        else:
-            self.open_short[symbol] -= sign * position.size_lots
+        side = self.open_long if position.size_lots > 0 else self.open_short
+        lots = side.get(symbol, 0) + sign * abs(position.size_lots)
+        if lots:
+            side[symbol] = lots
+        else:  # no zero entries: two engines with the same open interest hold equal dicts
+            del side[symbol]
 
     def _maybe_snapshot(self, tick: MarkTick) -> list[Output]:
         interval = self.params.snapshot_interval_ms
@@ -999,8 +1011,8 @@ class Engine:
             "ts": ts,
             "symbol": symbol,
             "mark_price": format_units(mark.mark_ticks, sym.price_decimals),
-            "open_interest_long": format_units(self.open_long[symbol], sym.size_decimals),
-            "open_interest_short": format_units(self.open_short[symbol], sym.size_decimals),
+            "open_interest_long": format_units(self.open_long.get(symbol, 0), sym.size_decimals),
+            "open_interest_short": format_units(self.open_short.get(symbol, 0), sym.size_decimals),
             "accounts_in_margin_call": in_zone,
             "notional_at_risk": format_units(at_risk, self.params.quote_decimals),
             "partitions": self.partitions,

@@ -11,6 +11,7 @@ from typing import Final
 PPM: Final = 1_000_000  # parts per million: 10^6 = 100 %
 
 # A decimal string: optional minus, digits, optional fraction. No exponent, no '+', no spaces.
+# (parse_decimal checks it with str methods, _is_decimal; the pattern is the reference the tests use)
 _DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
 MAX_DECIMAL_CHARS: Final = 40  # longer strings are refused before int() sees them
 
@@ -50,11 +51,13 @@ def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
     """
     if not isinstance(text, str):
         raise DecimalFormatError("wrong_type", f"expected a decimal string, got {type(text).__name__}")
-    if len(text) > MAX_DECIMAL_CHARS or not _DECIMAL_RE.match(text):
+    if len(text) > MAX_DECIMAL_CHARS:
         raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
     negative = text.startswith("-")
     body = text[1:] if negative else text
-    whole, _, fraction = body.partition(".")
+    whole, dot, fraction = body.partition(".")
+    if not _is_decimal(whole, dot, fraction):
+        raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
     if len(fraction) <= decimals:
         units = int(whole + fraction.ljust(decimals, "0"))
     elif rounding == "half_even":
@@ -64,6 +67,15 @@ def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
             "too_many_decimals", f"{text!r} has {len(fraction)} decimals, scale allows {decimals}"
         )
     return -units if negative else units
+
+
+def _is_decimal(whole: str, dot: str, fraction: str) -> bool:
+    """The grammar ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?`` on the parts after the sign, split at the first
+    dot (``_DECIMAL_RE``, checked without the regex engine: ``isascii() and isdigit()`` is [0-9]+;
+    tests/test_fixed_and_params.py compares the two on generated strings)."""
+    if not (whole.isascii() and whole.isdigit()) or (whole[0] == "0" and len(whole) > 1):
+        return False
+    return not dot or (fraction.isascii() and fraction.isdigit())
 
 
 def format_units(units: int, decimals: int) -> str:
