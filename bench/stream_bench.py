@@ -113,15 +113,16 @@ async def raw_consume_decode(bootstrap: str, topic: str, expected: int) -> tuple
         await consumer.stop()
 
 
-async def timed_consumption(port: int, target: int, timeout_s: float = 600) -> float:
-    """Seconds from the first to the target-th positions message, polled from /stats."""
+async def timed_consumption(port: int, target: int, pid: int, timeout_s: float = 600) -> tuple[float, float]:
+    """Seconds from the first to the target-th positions message, polled from /stats, and the CPU
+    seconds process ``pid`` spent meanwhile."""
     def count() -> int:
         stats = fetch_stats(port) or {"counters": {}}
         return stats["counters"].get("messages:positions", 0)
     await wait_for(lambda: count() > 0, timeout_s, "first message", interval_s=0.01)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds([pid])
     await wait_for(lambda: count() >= target, timeout_s, f"{target} messages", interval_s=0.01)
-    return time.perf_counter() - started
+    return time.perf_counter() - started, cpu_seconds([pid]) - cpu_started
 
 
 def start_bare(bootstrap: str, topic: str, log_dir: Path) -> tuple[subprocess.Popen, int]:
@@ -153,9 +154,10 @@ def update(k: int, accounts: int) -> dict:
 
 
 async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count: int, measured_count: int,
-                         py_spy: Path | None = None) -> float:
+                         py_spy: Path | None = None) -> tuple[float, float]:
     """Start one worker on pre-produced topics; seconds it takes for the `measured_count` positions
-    messages that follow the first `setup_count`. ``py_spy``: record the worker over them, there."""
+    messages that follow the first `setup_count`, and the worker's CPU seconds meanwhile (steadier
+    than the wall clock on a shared machine). ``py_spy``: record the worker over them, there."""
     def consumed() -> int:
         return (fetch_stats(port) or {"counters": {}})["counters"].get("messages:positions", 0)
 
@@ -164,13 +166,13 @@ async def worker_seconds(bootstrap: str, prefix: str, log_dir: Path, setup_count
         port = group.ports[0]
         await wait_for(lambda: consumed() >= setup_count, 600, "setup consumed", interval_s=0.05)
         spy = None if py_spy is None else py_spy_record(group.procs[0].pid, py_spy, rate=250)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), cpu_seconds([group.procs[0].pid])
         await wait_for(lambda: consumed() >= setup_count + measured_count, 600, "measured", interval_s=0.01)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, cpu_seconds([group.procs[0].pid]) - cpu_started
         if spy is not None:
             spy.send_signal(subprocess.signal.SIGINT)
             spy.wait(30)
-        return seconds
+        return seconds, cpu
 
 
 async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singles: int, batch_events: int,
@@ -186,14 +188,16 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     create_topics(bootstrap, topic_specs(f"{name}1-", PARTITIONS))
     await produce(bootstrap, f"{name}1-mark-prices", first_mark)
     await produce(bootstrap, f"{name}1-positions", setup_messages + updates)
-    results["worker_single_eps"] = singles / await worker_seconds(
-        bootstrap, f"{name}1-", log_dir, len(setup_messages), singles, py_spy and py_spy / f"single-{name}.txt")
+    seconds, cpu = await worker_seconds(bootstrap, f"{name}1-", log_dir, len(setup_messages), singles,
+                                        py_spy and py_spy / f"single-{name}.txt")
+    results["worker_single_eps"], results["worker_single_cpu_eps"] = singles / seconds, singles / cpu
     # bare Faust on the same single-event messages
     create_topics(bootstrap, [(f"bare-{name}", PARTITIONS, {})])
     await produce(bootstrap, f"bare-{name}", updates)
     proc, port = start_bare(bootstrap, f"bare-{name}", log_dir)
     try:
-        results["bare_faust_mps"] = singles / await timed_consumption(port, singles)
+        seconds, cpu = await timed_consumption(port, singles, proc.pid)
+        results["bare_faust_mps"], results["bare_faust_cpu_mps"] = singles / seconds, singles / cpu
     finally:
         stop_process(proc)
     # --- batched messages: the same kind of updates, 500 events per message
@@ -201,9 +205,9 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     create_topics(bootstrap, topic_specs(f"{name}2-", PARTITIONS))
     await produce(bootstrap, f"{name}2-mark-prices", first_mark)
     await produce(bootstrap, f"{name}2-positions", setup_messages + batch_messages)
-    results["worker_batched_eps"] = batch_events / await worker_seconds(
-        bootstrap, f"{name}2-", log_dir, len(setup_messages), len(batch_messages),
-        py_spy and py_spy / f"batched-{name}.txt")
+    seconds, cpu = await worker_seconds(bootstrap, f"{name}2-", log_dir, len(setup_messages), len(batch_messages),
+                                        py_spy and py_spy / f"batched-{name}.txt")
+    results["worker_batched_eps"], results["worker_batched_cpu_eps"] = batch_events / seconds, batch_events / cpu
     seconds, events = await raw_consume_decode(bootstrap, f"{name}2-positions",
                                                len(setup_messages) + len(batch_messages))
     results["raw_decode_eps"] = events / seconds
@@ -383,9 +387,12 @@ async def main() -> int:
                     harness.ROOT = saved_root
                 print(f"{label}single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
                       f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
-                      f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}", flush=True)
+                      f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}   per CPU-second: worker "
+                      f"{tp['worker_single_cpu_eps']:,.0f}, bare {tp['bare_faust_cpu_mps']:,.0f}, ratio "
+                      f"{tp['worker_single_cpu_eps'] / tp['bare_faust_cpu_mps']:.0%}", flush=True)
                 print(f"{label}batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
-                      f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s", flush=True)
+                      f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s   "
+                      f"worker per CPU-second {tp['worker_batched_cpu_eps']:,.0f}", flush=True)
         for workers in worker_counts if args.only != "throughput" else ():
             runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
             for name, root in runs:
