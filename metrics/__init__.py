@@ -89,6 +89,7 @@ class WorkerMetrics:
         self.round_oldest = Gauge("risk_loss_round_oldest_seconds",
                                   "Age of the oldest round in flight (a stalled partition keeps it growing)", registry=r)
         self._seen: dict[str, float] = {}
+        self._events_of: dict[str, Any] = {}  # topic → its labelled child (``labels`` locks and looks up)
 
     # ----------------------------------------------------------- observations
     def observe_outputs(self, outputs: Iterable[Any]) -> None:
@@ -125,7 +126,10 @@ class WorkerMetrics:
         self.observe_outputs([_Value(value)])
 
     def observe_input(self, topic: str, value: Any, seconds: float) -> None:
-        self.events.labels(topic).inc(len(value) if isinstance(value, list) else 1)
+        child = self._events_of.get(topic)
+        if child is None:
+            child = self._events_of[topic] = self.events.labels(topic)
+        child.inc(len(value) if isinstance(value, list) else 1)
         self.latency.observe(seconds)
 
     def observe_tick_evaluations(self, count: int) -> None:

@@ -42,6 +42,24 @@ from .wire import encode_output
 log = logging.getLogger("worker")
 MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund", "loss-sharing"})
 DEFER_MAX_ACCOUNTS = 10_000  # changed accounts held back from the changelog at most
+PERSIST_CHUNK_ACCOUNTS = 1_000  # accounts written per hold of the state lock (persist_dirty)
+
+
+def accounts_named(outputs: list[Output]) -> set[str] | None:
+    """The accounts the money outputs among ``outputs`` are about (a liquidation's key, a fund
+    request's items); None when one of them names none (a round's, the fund's)."""
+    named: set[str] = set()
+    for output in outputs:
+        if output.topic == "liquidations":
+            named.add(output.key)
+        elif output.topic == "insurance-requests":
+            items = output.value.get("items") if isinstance(output.value, dict) else None
+            if not isinstance(items, list):
+                return None
+            named.update(item["account_id"] for item in items)
+        elif output.topic in MONEY_TOPICS:
+            return None
+    return named
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -176,19 +194,39 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def persist_dirty(self) -> int:
-        """Write every changed account to the `accounts` changelog, in producer batches, delivered
-        when it returns; returns how many. One writer at a time (``state_lock``, from taking the
-        changed accounts to their delivery): a later write is never older than an earlier one."""
+    async def persist_dirty(self, only: set[str] | None = None) -> int:
+        """Write every changed account (of ``only`` if given; the others stay changed) to the
+        `accounts` changelog, in producer batches, delivered when it returns; returns how many.
+        One writer at a time (``state_lock``, from taking the changed accounts to their delivery):
+        a later write is never older than an earlier one.
+
+        Every changed account (the commit's flush, a rebalance): in chunks of PERSIST_CHUNK_ACCOUNTS,
+        the lock released between them. Building a record holds the event loop (~10 µs an
+        account), so one flush of thousands of deferred accounts would hold a tick's liquidation
+        (and the mark reader) for tens of milliseconds; between chunks a waiting writer goes first
+        (asyncio.Lock is first come, first served). The accounts of a money move (``only``) go in
+        one hold: a cascade's are all needed before its outputs."""
+        wanted = sorted(self.engine.dirty if only is None else only)
+        chunk = PERSIST_CHUNK_ACCOUNTS if only is None else max(1, len(wanted))
+        written = 0
+        for start in range(0, len(wanted), chunk):
+            written += await self._persist_accounts(wanted[start:start + chunk])
+        return written
+
+    async def _persist_accounts(self, account_ids: list[str]) -> int:
+        """``persist_dirty`` for these accounts (those still changed when the lock is ours)."""
         async with self.state_lock:
-            changed = self.engine.take_dirty()
+            dirty, accounts = self.engine.dirty, self.engine.accounts
+            taken = [a for a in account_ids if a in dirty]
+            dirty.difference_update(taken)
+            changed = [accounts[a] for a in taken if a in accounts]
             if not changed:
                 return 0
             try:
                 records = [r for r in map(self._account_record, changed) if r is not None]
                 offsets = await self.send_batched(records)
             except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
-                self.engine.dirty.update(a.account_id for a in changed)
+                dirty.update(a.account_id for a in changed)
                 raise
             self._track_offsets(self.accounts_table, offsets)
         return len(changed)
@@ -268,8 +306,15 @@ class Runtime:
     async def _publish_batched(self, outputs: list[Output]) -> list[Output]:
         """``_publish`` when money moves (and a round's chunk): the changed accounts (with the
         pending liquidations' outputs) written and delivered first, then the outputs, each in
-        producer batches; returns what was sent."""
-        await self.persist_dirty()
+        producer batches; returns what was sent.
+
+        Only the accounts the liquidations are about must be in the changelog before their outputs
+        (a takeover then re-publishes the same ids and bytes); the others changed since the last
+        write stay deferred as any account change is, to the flush before the offset commit. So a
+        tick's liquidation does not wait for the thousands of accounts a steady flow of position
+        events changed since then (the tail of tick → liquidation). Outputs that name no account
+        (a round's) write every changed account first, as before."""
+        await self.persist_dirty(accounts_named(outputs))
         return await self.send_outputs_batched(outputs)
 
     async def send_outputs_batched(self, outputs: list[Output]) -> list[Output]:
@@ -305,12 +350,16 @@ class Runtime:
         self.counters["messages:positions"] += 1
 
         def accept(account: str) -> bool:
-            # an account this worker wrote is in the partition cache (murmur2 is pure Python: 15 % of
-            # a batched message's time); another partition's account is computed, not cached
+            # murmur2 is pure Python (15 % of a batched message's time): an account of this
+            # partition is computed once and cached here, where it arrives (not later, in a burst,
+            # when the commit's flush writes it); another partition's is computed, not cached
             known = self._partition_of.get(account)
             if known is not None:
                 return known == partition
-            return partition_for(account.encode(), self.settings.partitions) == partition
+            if partition_for(account.encode(), self.settings.partitions) != partition:
+                return False
+            self._partition_of[account] = partition
+            return True
         # the typed decoder first (one C pass, worker/typed_input.py); what it declines, the validating way
         try:
             updates = position_updates(message.value, self.params)
@@ -332,7 +381,8 @@ class Runtime:
         except Exception as exc:  # a bug must not ack silently: dead-letter, count, log
             log.exception("positions message failed")
             outputs = [self.engine.dead_letter(source, "internal_error", f"{type(exc).__name__}: {exc}"[:300])]
-        await self.publish_retrying(outputs)
+        if outputs or len(self.engine.dirty) >= DEFER_MAX_ACCOUNTS:  # else publish() would do nothing
+            await self.publish_retrying(outputs)
         if self.metrics is not None:
             self.metrics.observe_input("positions", value, time.perf_counter() - started)
 
