@@ -1,0 +1,127 @@
+"""What the worker writes to the `accounts` changelog, and when (worker/app.py ``persist_dirty``):
+a money move writes the accounts its outputs are about before them, and only those; the commit's
+flush writes every changed account in chunks, the state lock released between them, so a money
+move waiting for the lock goes in between instead of behind thousands of deferred accounts."""
+from __future__ import annotations
+
+import asyncio
+import types
+
+import orjson
+import pytest
+
+import worker.app as app_module
+from tests.fixtures import EXAMPLES, FakeProducer
+from worker.core.engine import AccountState, fund_request
+from worker.core.outputs import Output
+from worker.core.params import load_params
+from worker.settings import resolve
+
+CHANGELOG = "accounts-changelog"
+
+
+class Table:
+    """Stands in for the `accounts` table: its memory, and its changelog topic's name."""
+
+    def __init__(self) -> None:
+        self.data: dict = {}
+        self.changelog_topic = types.SimpleNamespace(get_topic_name=lambda: CHANGELOG)
+
+
+def runtime_with_changed(account_ids: list[str]) -> tuple[app_module.Runtime, FakeProducer]:
+    """A runtime whose engine holds these accounts, every one of them changed (dirty)."""
+    producer = FakeProducer()
+    runtime = app_module.Runtime(resolve(environ={}), load_params(EXAMPLES / "params.toml"),
+                                 types.SimpleNamespace(producer=producer))
+    runtime.accounts_table = Table()
+    for account_id in account_ids:
+        runtime.engine.accounts[account_id] = AccountState(account_id, seq=1, collateral_units=1_000)
+        runtime.engine.dirty.add(account_id)
+    return runtime, producer
+
+
+def written(producer: FakeProducer, since: int = 0) -> list[str]:
+    """The account ids written to the changelog, in order (the key is JSON: a quoted string)."""
+    return [orjson.loads(key) for topic, key, _ in producer.sent[since:] if topic == CHANGELOG]
+
+
+def item(account_id: str) -> dict:
+    return {"liquidation_id": f"id-{account_id}", "account_id": account_id, "scope": "cross", "ts": 1,
+            "trigger": ["mark", "BTC-PERP", 2, 1], "plan": {}}
+
+
+@pytest.mark.parametrize("outputs, named", [
+    pytest.param([Output("liquidations", "a", {"type": "liquidation"})], {"a"},
+                 id="a liquidation names the account it is keyed by"),
+    pytest.param([Output("insurance-requests", "USD", fund_request([item("a"), item("b")]))], {"a", "b"},
+                 id="a fund request names the account of each of its items"),
+    pytest.param([Output("margin-calls", "c", {"type": "margin_call"}),
+                  Output("liquidations", "a", {"type": "liquidation"})], {"a"},
+                 id="a margin call beside a liquidation is not a money move"),
+    pytest.param([Output("loss-sharing", "r1", {"type": "haircut_round"})], None,
+                 id="a round's output names no account: every changed account goes first"),
+    pytest.param([Output("insurance-requests", "USD", {"type": "fund_request"})], None,
+                 id="a fund request without items names none either"),
+])
+def test_the_accounts_a_money_move_is_about(outputs, named):
+    assert app_module.accounts_named(outputs) == named
+
+
+def test_a_liquidation_writes_only_its_account_before_it_the_others_stay_deferred():
+    runtime, producer = runtime_with_changed(["a", "b", "c"])
+    liquidation = Output("liquidations", "b", {"type": "liquidation", "account_id": "b"})
+    asyncio.run(runtime._publish_batched([liquidation]))
+    # b's state, then b's liquidation; a and c are still to be written (the commit's flush)
+    assert written(producer) == ["b"]
+    assert [topic for topic, _, _ in producer.sent] == [CHANGELOG, runtime.settings.topic("liquidations")]
+    assert runtime.engine.dirty == {"a", "c"}
+    assert asyncio.run(runtime.persist_dirty()) == 2
+    assert written(producer) == ["b", "a", "c"] and not runtime.engine.dirty
+
+
+def test_the_flush_writes_in_chunks_and_a_money_move_waiting_for_the_lock_goes_in_between(monkeypatch):
+    monkeypatch.setattr(app_module, "PERSIST_CHUNK_ACCOUNTS", 2)
+    accounts = [f"acct-{i}" for i in range(5)]
+    runtime, producer = runtime_with_changed(accounts)
+    first_chunk_sent = asyncio.Event()
+    release = asyncio.Event()
+    send_batched = runtime.send_batched
+
+    async def held_send_batched(records):  # noqa: ANN001 - the first chunk's delivery waits for `release`
+        offsets = await send_batched(records)
+        if not first_chunk_sent.is_set():
+            first_chunk_sent.set()
+            await release.wait()
+        return offsets
+
+    runtime.send_batched = held_send_batched
+    liquidation = Output("liquidations", "acct-4", {"type": "liquidation", "account_id": "acct-4"})
+
+    async def scenario() -> None:
+        flush = asyncio.ensure_future(runtime.persist_dirty())
+        await first_chunk_sent.wait()  # the flush holds the lock, its first chunk in flight
+        money = asyncio.ensure_future(runtime._publish_batched([liquidation]))
+        await asyncio.sleep(0)
+        release.set()
+        await asyncio.gather(flush, money)
+
+    asyncio.run(scenario())
+    # chunks of 2 in name order; acct-4's liquidation waited for the first chunk only, then wrote
+    # acct-4 (which the flush's last chunk no longer finds changed) and published
+    topics = [(topic, orjson.loads(key) if topic == CHANGELOG else key.decode()) for topic, key, _ in producer.sent]
+    assert topics == [(CHANGELOG, "acct-0"), (CHANGELOG, "acct-1"), (CHANGELOG, "acct-4"),
+                      (runtime.settings.topic("liquidations"), "acct-4"),
+                      (CHANGELOG, "acct-2"), (CHANGELOG, "acct-3")]
+    assert not runtime.engine.dirty
+
+
+def test_a_failed_chunk_leaves_its_accounts_changed_for_the_retry(monkeypatch):
+    monkeypatch.setattr(app_module, "PERSIST_CHUNK_ACCOUNTS", 2)
+    runtime, producer = runtime_with_changed(["a", "b", "c"])
+    producer.failing = True
+    with pytest.raises(ConnectionError):
+        asyncio.run(runtime.persist_dirty())
+    assert runtime.engine.dirty == {"a", "b", "c"}  # nothing was delivered: nothing is taken as written
+    producer.failing = False
+    assert asyncio.run(runtime.persist_dirty()) == 3
+    assert written(producer) == ["a", "b", "c"]
