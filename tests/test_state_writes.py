@@ -62,6 +62,10 @@ def item(account_id: str) -> dict:
                  id="a round's output names no account: every changed account goes first"),
     pytest.param([Output("insurance-requests", "USD", {"type": "fund_request"})], None,
                  id="a fund request without items names none either"),
+    pytest.param([Output("insurance-requests", "USD", fund_request([item("a"), {"kind": "tick", "symbol": "BTC-PERP"}]))],
+                 None, id="a fund request carrying a tick marker names none: every changed account goes first"),
+    pytest.param([Output("insurance-requests", "USD", fund_request([item("a"), ["not", "an", "item"]]))], None,
+                 id="an item of another shape names none rather than raising inside the publish retry"),
 ])
 def test_the_accounts_a_money_move_is_about(outputs, named):
     assert app_module.accounts_named(outputs) == named

@@ -47,7 +47,9 @@ PERSIST_CHUNK_ACCOUNTS = 1_000  # accounts written per hold of the state lock (p
 
 def accounts_named(outputs: list[Output]) -> set[str] | None:
     """The accounts the money outputs among ``outputs`` are about (a liquidation's key, a fund
-    request's items); None when one of them names none (a round's, the fund's)."""
+    request's liquidation items); None when one of them names none (a round's output, a request
+    carrying a tick marker or a partition's report): then every changed account goes first. Total
+    on any shape: it runs inside the publish retry, where an exception would retry forever."""
     named: set[str] = set()
     for output in outputs:
         if output.topic == "liquidations":
@@ -56,7 +58,11 @@ def accounts_named(outputs: list[Output]) -> set[str] | None:
             items = output.value.get("items") if isinstance(output.value, dict) else None
             if not isinstance(items, list):
                 return None
-            named.update(item["account_id"] for item in items)
+            for item in items:
+                account_id = item.get("account_id") if isinstance(item, dict) else None
+                if not isinstance(account_id, str) or item.get("kind", "liquidation") != "liquidation":
+                    return None
+                named.add(account_id)
         elif output.topic in MONEY_TOPICS:
             return None
     return named
