@@ -8,9 +8,9 @@ from __future__ import annotations
 import hashlib
 import heapq
 import sys
-from array import array
 from collections import Counter
 from dataclasses import dataclass
+from heapq import heapify, heappop, heappush  # (a module global: compiled, no attribute lookup per call)
 from typing import Any, Callable, Final, Iterable, Sequence
 
 from .fixed import PPM, format_units
@@ -272,7 +272,8 @@ class MarkState:
     confirmed: bool = True
 
 
-_LOW32 = (1 << 32) - 1  # version and slot fields of a heap entry
+_LOW32: Final = (1 << 32) - 1  # version and slot fields of a heap entry
+_LOW64: Final = (1 << 64) - 1  # both: an entry's tail
 
 
 class CandidateIndex:
@@ -284,7 +285,7 @@ class CandidateIndex:
     (no mark yet, a guard held the liquidation back) sit in that symbol's watch set.
 
     Compact: a scope is a slot number (its account id and scope in two lists, its version and its
-    number of live bands in two arrays), and a heap entry is one int,
+    number of live bands in two lists), and a heap entry is one int,
     ``bound · 2^64 + (version mod 2^32) · 2^32 + slot`` (bound = −lo in the low heap, hi in the high
     heap), so the heaps order by bound and an entry is live iff its version is the slot's.
     Superseded entries are dropped lazily (``compact``).
@@ -298,8 +299,10 @@ class CandidateIndex:
         self._isolated_slot: dict[ScopeKey, int] = {}  # (account_id, symbol) → slot
         self._slot_account: list[str] = []
         self._slot_scope: list[str] = []
-        self._version: array[int] = array("q")  # per slot; bumped when its bands are dropped
-        self._bands: array[int] = array("q")  # per slot: live bands (0: not banded)
+        # per slot: lists, not arrays (compiled, a list item is read natively, an array's through
+        # the generic protocol; small ints are shared objects, so a slot costs 8 bytes either way)
+        self._version: list[int] = []  # per slot; bumped when its bands are dropped
+        self._bands: list[int] = []  # per slot: live bands (0: not banded)
         self._entries = 0  # band pairs in the heaps, live or superseded
         self._live = 0  # live band pairs
 
@@ -350,8 +353,8 @@ class CandidateIndex:
         if low is None:
             low = self._low[symbol] = []
             self._high[symbol] = []
-        heapq.heappush(low, (-lo_ticks) << 64 | tail)
-        heapq.heappush(self._high[symbol], hi_ticks << 64 | tail)
+        heappush(low, (-lo_ticks) << 64 | tail)
+        heappush(self._high[symbol], hi_ticks << 64 | tail)
         self._bands[slot] += 1
         self._live += 1
         self._entries += 1
@@ -370,7 +373,7 @@ class CandidateIndex:
         if low:
             below = (-mark_ticks) << 64  # entry < below ⇔ −lo < −mark ⇔ lo > mark
             while low and low[0] < below:
-                entry = heapq.heappop(low)
+                entry = heappop(low)
                 if self._is_live(entry):
                     slot = entry & _LOW32
                     found.add((self._slot_account[slot], self._slot_scope[slot]))
@@ -378,19 +381,23 @@ class CandidateIndex:
         if high:
             below = mark_ticks << 64  # entry < below ⇔ hi < mark
             while high and high[0] < below:
-                entry = heapq.heappop(high)
+                entry = heappop(high)
                 if self._is_live(entry):
                     slot = entry & _LOW32
                     found.add((self._slot_account[slot], self._slot_scope[slot]))
         return found
 
     def compact(self) -> None:
-        """Drop superseded heap entries (lazy deletion leaves them behind)."""
+        """Drop superseded heap entries (lazy deletion leaves them behind).
+
+        An entry is live iff its low 64 bits are a live tail ``(version mod 2^32) · 2^32 + slot``
+        (``_is_live``): one set of every slot's tail, then one mask and one lookup per entry."""
+        tails = {(version & _LOW32) << 32 | slot for slot, version in enumerate(self._version)}
         for heaps in (self._low, self._high):
             for symbol, heap in heaps.items():
-                live = [e for e in heap if self._is_live(e)]
+                live = [e for e in heap if (e & _LOW64) in tails]
                 if len(live) < len(heap):
-                    heapq.heapify(live)
+                    heapify(live)
                     heaps[symbol] = live
         self._entries = max(sum(len(h) for h in self._low.values()), sum(len(h) for h in self._high.values()))
 
