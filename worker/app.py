@@ -413,7 +413,8 @@ class Runtime:
         topic = self.settings.topic("mark-prices")
         consumer = new_consumer(self.settings.bootstrap, security=self.settings.security, group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest",
-                                fetch_max_wait_ms=5)  # a tick must not wait for a long poll
+                                # a tick must not wait for a long poll (docs/streaming.md)
+                                fetch_max_wait_ms=self.settings.mark_fetch_max_wait_ms)
         await consumer.start()
         try:
             partitions = None
