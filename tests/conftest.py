@@ -11,6 +11,7 @@ _namespaces = itertools.count()
 CORE_TEST_FILES = {
     "test_build.py", "test_margin.py", "test_liquidation.py", "test_fixed_and_params.py", "test_properties.py",
     "test_sharing.py", "test_replay.py", "test_bounds.py", "test_core_purity.py", "test_account_record.py",
+    "test_candidate_index.py",
 }
 
 

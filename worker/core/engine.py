@@ -454,7 +454,11 @@ class MarkState:
     confirmed: bool = True
 
 
-_LOW32 = (1 << 32) - 1  # version and slot fields of a heap entry
+# A heap entry keeps its slot's version mod 2^VERSION_BITS (exact: see CandidateIndex.drop)
+VERSION_BITS: Final = 16
+_VERSION_MASK: Final = (1 << VERSION_BITS) - 1
+_HALF_VERSION_CYCLE_MASK: Final = (1 << (VERSION_BITS - 1)) - 1
+MIN_SLOT_BITS: Final = 17  # a heap entry's slot field; widened as slots are added
 
 
 class CandidateIndex:
@@ -467,9 +471,11 @@ class CandidateIndex:
 
     Compact: a scope is a slot number (its account id and scope in two lists, its version and its
     number of live bands in two arrays), and a heap entry is one int,
-    ``bound · 2^64 + (version mod 2^32) · 2^32 + slot`` (bound = −lo in the low heap, hi in the high
-    heap), so the heaps order by bound and an entry is live iff its version is the slot's.
-    Superseded entries are dropped lazily (``compact``).
+    ``bound · 2^(V + S) + (version mod 2^V) · 2^S + slot`` (bound = −lo in the low heap, hi in the
+    high heap; V = VERSION_BITS, S = the slot bits, the fewest that hold every slot, at least
+    MIN_SLOT_BITS), so the heaps order by bound and an entry is live iff its version is the slot's.
+    With prices below 2^27 ticks and up to 2^17 slots an entry is below 2^60: a 32 B int (two
+    30-bit digits), against 48 B for three digits. Superseded entries are dropped lazily (``compact``).
     """
 
     def __init__(self) -> None:
@@ -484,6 +490,9 @@ class CandidateIndex:
         self._bands: array[int] = array("q")  # per slot: live bands (0: not banded)
         self._entries = 0  # band pairs in the heaps, live or superseded
         self._live = 0  # live band pairs
+        self._slot_bits = MIN_SLOT_BITS  # S
+        self._slot_mask = (1 << MIN_SLOT_BITS) - 1  # 2^S − 1
+        self._tail_bits = MIN_SLOT_BITS + VERSION_BITS  # V + S: an entry is bound · 2^(V + S) + tail
 
     def _find(self, key: ScopeKey) -> int:
         """The slot of ``key``, or −1 if it never had one."""
@@ -497,6 +506,8 @@ class CandidateIndex:
         if slot >= 0:
             return slot
         slot = len(self._slot_account)
+        if slot > self._slot_mask:
+            self._widen_slots()
         account_id, scope = key
         if scope == CROSS:
             self._cross_slot[account_id] = slot
@@ -515,7 +526,14 @@ class CandidateIndex:
         if slot >= 0 and self._bands[slot]:
             self._live -= self._bands[slot]
             self._bands[slot] = 0
-            self._version[slot] += 1
+            version = self._version[slot] + 1
+            self._version[slot] = version
+            if version & _HALF_VERSION_CYCLE_MASK == 0:
+                # Entries hold the version mod 2^V. Compacting whenever a slot's version reaches a
+                # multiple of 2^(V−1) (it has no live entry then) leaves none of its entries older
+                # than that version, so an entry's version is always within 2^(V−1) below the
+                # slot's and "equal mod 2^V" is "equal".
+                self.compact()
         for watched in self._watch.values():
             watched.discard(key)
 
@@ -527,13 +545,13 @@ class CandidateIndex:
 
     def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int, hi_ticks: int) -> None:
         slot = self._slot(key)
-        tail = (self._version[slot] & _LOW32) << 32 | slot
+        tail = (self._version[slot] & _VERSION_MASK) << self._slot_bits | slot
         low = self._low.get(symbol)
         if low is None:
             low = self._low[symbol] = []
             self._high[symbol] = []
-        heapq.heappush(low, (-lo_ticks) << 64 | tail)
-        heapq.heappush(self._high[symbol], hi_ticks << 64 | tail)
+        heapq.heappush(low, (-lo_ticks) << self._tail_bits | tail)
+        heapq.heappush(self._high[symbol], hi_ticks << self._tail_bits | tail)
         self._bands[slot] += 1
         self._live += 1
         self._entries += 1
@@ -544,27 +562,40 @@ class CandidateIndex:
         self._watch.setdefault(symbol, set()).add(key)
 
     def _is_live(self, entry: int) -> bool:
-        return (entry >> 32) & _LOW32 == self._version[entry & _LOW32] & _LOW32
+        return (entry >> self._slot_bits) & _VERSION_MASK == self._version[entry & self._slot_mask] & _VERSION_MASK
 
     def candidates(self, symbol: str, mark_ticks: int) -> set[ScopeKey]:
         found = self._watch.pop(symbol, set())
         low = self._low.get(symbol)
         if low:
-            below = (-mark_ticks) << 64  # entry < below ⇔ −lo < −mark ⇔ lo > mark
+            below = (-mark_ticks) << self._tail_bits  # entry < below ⇔ −lo < −mark ⇔ lo > mark
             while low and low[0] < below:
                 entry = heapq.heappop(low)
                 if self._is_live(entry):
-                    slot = entry & _LOW32
+                    slot = entry & self._slot_mask
                     found.add((self._slot_account[slot], self._slot_scope[slot]))
         high = self._high.get(symbol)
         if high:
-            below = mark_ticks << 64  # entry < below ⇔ hi < mark
+            below = mark_ticks << self._tail_bits  # entry < below ⇔ hi < mark
             while high and high[0] < below:
                 entry = heapq.heappop(high)
                 if self._is_live(entry):
-                    slot = entry & _LOW32
+                    slot = entry & self._slot_mask
                     found.add((self._slot_account[slot], self._slot_scope[slot]))
         return found
+
+    def _widen_slots(self) -> None:
+        """One more slot bit: every entry is written again with the wider slot field (bound,
+        version and slot unchanged, so the heaps keep their order and liveness)."""
+        old_bits, old_mask, old_tail_bits = self._slot_bits, self._slot_mask, self._tail_bits
+        self._slot_bits = old_bits + 1
+        self._slot_mask = (1 << self._slot_bits) - 1
+        self._tail_bits = self._slot_bits + VERSION_BITS
+        for heaps in (self._low, self._high):
+            for symbol, heap in heaps.items():
+                heaps[symbol] = [(e >> old_tail_bits) << self._tail_bits
+                                 | ((e >> old_bits) & _VERSION_MASK) << self._slot_bits | (e & old_mask)
+                                 for e in heap]  # bound order kept: still a heap
 
     def compact(self) -> None:
         """Drop superseded heap entries (lazy deletion leaves them behind)."""
