@@ -152,9 +152,13 @@ class AccountState:
     ``_emitted`` (scope → [seq, count]) holds only the counts no pending liquidation gives (one
     timed out at this seq, or recovered so), and takes precedence. ``pending`` and ``emitted``
     hand out these as dicts (copies: scope → ``Pending``, scope → [seq, count]).
+
+    Positions: one flat tuple ``(symbol, PositionState, symbol, PositionState, …)`` in the order
+    they were opened (64 B for one position, 80 B for two, against 192 B for a dict); ``positions``
+    hands it out as a dict (a copy), ``set_position`` changes it.
     """
 
-    __slots__ = ("account_id", "seq", "collateral_units", "positions", "claim_units",
+    __slots__ = ("account_id", "seq", "collateral_units", "_positions", "claim_units",
                  "_pending", "_emitted", "_in_call", "_rounds")
 
     def __init__(self, account_id: str, seq: int = -1, collateral_units: int = 0,
@@ -167,7 +171,7 @@ class AccountState:
         self.account_id = account_id
         self.seq = seq  # highest positions seq applied
         self.collateral_units = collateral_units
-        self.positions: dict[str, PositionState] = positions if positions is not None else {}
+        self._positions: tuple[Any, ...] = tuple(x for s, p in (positions or {}).items() for x in (s, p))
         # outstanding loss-sharing claim: Σ haircuts − Σ repayments (SPEC §5.2)
         self.claim_units = claim_units
         self._pending: PendingLiquidation | list[PendingLiquidation] | None = None
@@ -208,6 +212,48 @@ class AccountState:
         counts = {p.scope: [p.seq, p.n + 1] for p in self.pendings() if p.emitted_count_at(self.seq)}
         counts.update((s, list(v)) for s, v in (self._emitted or {}).items())
         return counts
+
+    @property
+    def positions(self) -> dict[str, PositionState]:
+        """symbol → position, in the order they were opened (a copy: ``set_position`` changes one)."""
+        flat = self._positions
+        return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+    def position_of(self, symbol: str) -> PositionState | None:
+        flat = self._positions
+        for i in range(0, len(flat), 2):
+            held: str = flat[i]
+            if held == symbol:
+                position: PositionState = flat[i + 1]
+                return position
+        return None
+
+    def set_position(self, symbol: str, position: PositionState | None) -> None:
+        """Open ``symbol``'s position (last in the order), replace it (in its place) or, with
+        None, close it."""
+        flat = self._positions
+        for i in range(0, len(flat), 2):
+            held: str = flat[i]
+            if held == symbol:
+                if position is None:
+                    self._positions = flat[:i] + flat[i + 2:]
+                else:
+                    self._positions = flat[:i + 1] + (position,) + flat[i + 2:]
+                return
+        if position is not None:
+            self._positions = flat + (symbol, position)
+
+    def cross_symbols(self) -> list[str]:
+        """The symbols of the cross positions, sorted (the cross scope's legs, in order)."""
+        flat = self._positions
+        symbols: list[str] = []
+        for i in range(0, len(flat), 2):
+            position: PositionState = flat[i + 1]
+            if not position.isolated:
+                symbols.append(flat[i])
+        if len(symbols) > 1:
+            symbols.sort()
+        return symbols
 
     # The containers, allocated on first use (callers may mutate them).
     @property
@@ -338,12 +384,15 @@ class AccountState:
 
     def scopes(self) -> list[str]:
         """Evaluation order: cross first, then isolated positions by symbol."""
-        positions = self.positions
-        if len(positions) == 1:  # the common case, without sorting
-            for symbol, position in positions.items():
-                return [CROSS, symbol] if position.isolated else [CROSS]
-        isolated = sorted(s for s, p in positions.items() if p.isolated)
-        return [CROSS, *isolated]
+        flat = self._positions
+        scopes = [CROSS]
+        for i in range(0, len(flat), 2):
+            position: PositionState = flat[i + 1]
+            if position.isolated:
+                scopes.append(flat[i])
+        if len(scopes) > 2:
+            scopes[1:] = sorted(scopes[1:])
+        return scopes
 
     def to_dict(self) -> dict[str, Any]:
         """The state as a dict with named fields (the changelog's first format; ``to_record`` is
@@ -376,7 +425,10 @@ class AccountState:
         sorted. (Format 2, before: pending always as [scope, liquidation_id, emitted_ts, outputs],
         and every emitted count.)"""
         positions: list[list[Any]] = []
-        for symbol, p in self.positions.items():
+        flat = self._positions
+        for i in range(0, len(flat), 2):
+            symbol: str = flat[i]
+            p: PositionState = flat[i + 1]
             if p.isolated or p.isolated_margin_units:
                 positions.append([symbol, p.size_lots, p.entry_ticks, p.isolated, p.isolated_margin_units])
             else:
@@ -893,16 +945,13 @@ class Engine:
         changed: list[str] = []  # the scopes whose positions or collateral this event changed
         if isinstance(update, PositionUpdate):
             symbol = update.symbol
-            held = account.positions.get(symbol)
+            held = account.position_of(symbol)
             new = None if update.size_lots == 0 else PositionState(
                 update.size_lots, update.entry_ticks, update.isolated, update.isolated_margin_units)
             if new != held:
                 self._count_position(symbol, held, -1)
                 self._count_position(symbol, new, +1)
-                if new is None:
-                    del account.positions[symbol]
-                else:
-                    account.positions[symbol] = new
+                account.set_position(symbol, new)
                 for position in (held, new):
                     if position is not None:
                         changed.append(symbol if position.isolated else CROSS)
@@ -956,17 +1005,19 @@ class Engine:
         legs: list[Leg] = []
         if scope == CROSS:
             collateral = account.collateral_units
-            items = sorted((s, p) for s, p in account.positions.items() if not p.isolated)
+            symbols = account.cross_symbols()
         else:
-            position = account.positions.get(scope)
-            if position is None or not position.isolated:
+            held = account.position_of(scope)
+            if held is None or not held.isolated:
                 return 0, []  # the isolated position was closed (or became cross): nothing to evaluate
-            collateral = position.isolated_margin_units
-            items = [(scope, position)]
-        for symbol, position in items:
+            collateral = held.isolated_margin_units
+            symbols = [scope]
+        for symbol in symbols:
             mark = self.marks.get(symbol)
             if mark is None:
                 return None
+            position = account.position_of(symbol)
+            assert position is not None
             legs.append(Leg(self.params.symbols[symbol], position.size_lots, position.entry_ticks, mark.mark_ticks))
         return collateral, legs
 
@@ -1170,7 +1221,7 @@ class Engine:
 
     def _scope_symbols(self, account: AccountState, scope: str) -> list[str]:
         if scope == CROSS:
-            return sorted(s for s, p in account.positions.items() if not p.isolated)
+            return account.cross_symbols()
         return [scope]
 
     def _expired(self, ts: int) -> set[ScopeKey]:
@@ -1186,8 +1237,9 @@ class Engine:
 
     # -------------------------------------------------------- snapshots, OI
     def _count_open_interest(self, account: AccountState, sign: int) -> None:
-        for symbol, position in account.positions.items():
-            self._count_position(symbol, position, sign)
+        flat = account._positions
+        for i in range(0, len(flat), 2):
+            self._count_position(flat[i], flat[i + 1], sign)
 
     def _count_position(self, symbol: str, position: PositionState | None, sign: int) -> None:
         if position is None:
@@ -1217,9 +1269,10 @@ class Engine:
             if account._in_call is None and account._pending is None:
                 continue
             for scope in set(account.watched_scopes()):
-                if symbol in self._scope_symbols(account, scope) and symbol in account.positions:
+                position = account.position_of(symbol)
+                if symbol in self._scope_symbols(account, scope) and position is not None:
                     in_zone += account.is_in_call(scope)
-                    at_risk += notional(sym, account.positions[symbol].size_lots, mark.mark_ticks)
+                    at_risk += notional(sym, position.size_lots, mark.mark_ticks)
         return {
             "type": "risk_snapshot",
             "schema_version": SCHEMA_VERSION,
