@@ -18,7 +18,8 @@ _namespaces = itertools.count()
 # these again with RISK_PURE_CORE=1 (`make test-pure`, selected as `-m "core or pure_core"`).
 CORE_TEST_FILES = {
     "test_build.py", "test_margin.py", "test_liquidation.py", "test_fixed_and_params.py", "test_properties.py",
-    "test_sharing.py", "test_replay.py", "test_bounds.py", "test_core_purity.py",
+    "test_sharing.py", "test_replay.py", "test_bounds.py", "test_core_purity.py", "test_account_record.py",
+    "test_candidate_index.py",
 }
 
 

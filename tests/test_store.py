@@ -136,8 +136,8 @@ def test_the_compact_record_round_trips_exactly_through_the_table_serializer():
         assert again == account and encode_bounded(again.to_record()) == data
     # compact: an account with one cross position and nothing pending is 4 fields and its positions
     plain = AccountState("acct-0000001", 2, 5_000_000)
-    plain.positions["BTC-PERP"] = PositionState(1, 2)
-    assert plain.to_record() == [2, "acct-0000001", 2, 5_000_000, [["BTC-PERP", 1, 2]]]
+    plain.set_position("BTC-PERP", PositionState(1, 2))
+    assert plain.to_record() == [3, "acct-0000001", 2, 5_000_000, [["BTC-PERP", 1, 2]]]
     assert len(encode_bounded(plain.to_record())) < len(encode_bounded(plain.to_dict())) // 2
 
 

@@ -60,7 +60,7 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
         topic, value = record["topic"], record["value"]
         source = Source(topic, 0, offset, _key_bytes(record.get("key")), _reencoded(value, line))
         if topic == "mark-prices":
-            yield from engine.process_mark(value, source)
+            yield from engine.iter_mark(value, source)  # a cascade's outputs one by one, not all held
         else:
             yield from engine.process_positions(value, source)
         engine.dirty.clear()  # replay persists no state: what changed need not be remembered

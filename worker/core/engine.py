@@ -11,7 +11,7 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 from heapq import heapify, heappop, heappush  # (a module global: compiled, no attribute lookup per call)
-from typing import Any, Callable, Final, Iterable, Sequence
+from typing import Any, Callable, Final, Iterable, Iterator, Sequence
 
 from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
@@ -29,7 +29,10 @@ ScopeKey = tuple[str, ...]  # (account_id, scope): scope is "cross" or the isola
 # every dict, set and heap it enters; this one stays the same Python tuple)
 WRONG_PARTITION: Final = "account does not belong to this message's partition"
 FUND_REQUEST_ITEMS: Final = 200  # liquidations per `fund_request` message (≈ 1 KiB each)
-RECORD_FORMAT: Final = 2  # the first element of an `accounts` changelog value in the compact format
+# the first element of an `accounts` changelog value in the compact format: 3 keeps a pending
+# liquidation as the seq and n its id is made of; 2 (written before, still read) kept its id
+RECORD_FORMAT: Final = 3
+RECORD_FORMAT_IDS: Final = 2
 
 
 def liquidation_id(account_id: str, scope: str, seq: int, n: int) -> str:
@@ -37,24 +40,51 @@ def liquidation_id(account_id: str, scope: str, seq: int, n: int) -> str:
     return hashlib.sha256(f"{account_id}|{scope}|{seq}|{n}".encode()).hexdigest()[:32]
 
 
-@dataclass(slots=True)
 class PositionState:
-    size_lots: int
-    entry_ticks: int
-    isolated: bool = False
-    isolated_margin_units: int = 0
+    """One position. Compact: three fields (64 B compiled, with its GC header, against 80 B for
+    four), the margin mode and the isolated margin share one int:
+    ``_margin_mode = isolated_margin_units · 2 + isolated`` (isolated = its low bit; floor halving
+    gives the margin back for any sign)."""
+
+    __slots__ = ("size_lots", "entry_ticks", "_margin_mode")
+
+    def __init__(self, size_lots: int, entry_ticks: int, isolated: bool = False,
+                 isolated_margin_units: int = 0) -> None:
+        self.size_lots = size_lots
+        self.entry_ticks = entry_ticks
+        self._margin_mode = isolated_margin_units * 2 + (1 if isolated else 0)
+
+    @property
+    def isolated(self) -> bool:
+        return self._margin_mode & 1 == 1
+
+    @property
+    def isolated_margin_units(self) -> int:
+        return self._margin_mode >> 1
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PositionState):
+            return NotImplemented
+        return (self.size_lots == other.size_lots and self.entry_ticks == other.entry_ticks
+                and self._margin_mode == other._margin_mode)
+
+    def __repr__(self) -> str:
+        return (f"PositionState(size_lots={self.size_lots}, entry_ticks={self.entry_ticks}, "
+                f"isolated={self.isolated}, isolated_margin_units={self.isolated_margin_units})")
 
 
 def _same_position(a: PositionState | None, b: PositionState | None) -> bool:
-    """``a == b`` field by field (compiled, the dataclass's generated ``__eq__`` runs interpreted)."""
+    """``a == b`` with None for no position, read natively (no rich-comparison dispatch)."""
     if a is None or b is None:
         return a is b
-    return (a.size_lots == b.size_lots and a.entry_ticks == b.entry_ticks and a.isolated == b.isolated
-            and a.isolated_margin_units == b.isolated_margin_units)
+    return (a.size_lots == b.size_lots and a.entry_ticks == b.entry_ticks
+            and a._margin_mode == b._margin_mode)
 
 
 @dataclass(slots=True)
 class Pending:
+    """A pending liquidation as callers see it (``AccountState.pending``, the constructor's
+    ``pending``): the engine keeps it as a ``PendingLiquidation``, without the id string."""
     liquidation_id: str
     emitted_ts: int
     # what was published for it ([topic, key, value]); re-published as is after a crash. Empty
@@ -62,13 +92,81 @@ class Pending:
     outputs: Sequence[list[Any]] = ()
 
 
+class PendingLiquidation:
+    """A pending liquidation of one scope, compact: its id is not kept but rebuilt from what it is
+    made of, ``liquidation_id(account_id, scope, seq, n)`` (SPEC §4: ``seq`` the account's seq
+    when it was emitted, ``n`` the liquidations of the scope emitted before it at that seq).
+    Holding ``seq`` and ``n`` also gives the scope's emitted count while the account stays at
+    that seq, ``n + 1``: no separate record of it is kept while the liquidation is pending.
+    80 B compiled (five fields), against ~350 B for a dict entry, its id string and the emitted
+    dict and list."""
+
+    __slots__ = ("scope", "seq", "n", "emitted_ts", "outputs")
+
+    def __init__(self, scope: str, seq: int, n: int, emitted_ts: int, outputs: Sequence[list[Any]] = ()) -> None:
+        self.scope = scope
+        self.seq = seq
+        self.n = n
+        self.emitted_ts = emitted_ts
+        # what was published for it ([topic, key, value]); re-published as is after a crash. Empty
+        # (replay, local settlement): the shared empty tuple, not a list per pending liquidation
+        self.outputs = outputs
+
+    def liquidation_id_of(self, account_id: str) -> str:
+        return liquidation_id(account_id, self.scope, self.seq, self.n)
+
+    def emitted_count_at(self, seq: int) -> int:
+        """Liquidations of the scope emitted at ``seq``, as far as this one tells (0: unknown)."""
+        return self.n + 1 if self.seq == seq else 0
+
+    def view(self, account_id: str) -> Pending:
+        return Pending(self.liquidation_id_of(account_id), self.emitted_ts, self.outputs)
+
+    def to_entry(self) -> list[Any]:
+        """Its changelog entry: [scope, seq, n, emitted_ts, outputs]."""
+        return [self.scope, self.seq, self.n, self.emitted_ts, list(self.outputs)]
+
+
+class PendingWithId(PendingLiquidation):
+    """A pending liquidation recovered from a record that holds its id but not the seq and n it
+    was made of (formats before RECORD_FORMAT 3, once the account's seq moved on): the id is kept
+    as it was written, and it tells no emitted count."""
+
+    __slots__ = ("liquidation_id",)
+
+    def __init__(self, scope: str, liquidation_id: str, emitted_ts: int, outputs: Sequence[list[Any]] = ()) -> None:
+        super().__init__(scope, -1, -1, emitted_ts, outputs)
+        self.liquidation_id = liquidation_id
+
+    def liquidation_id_of(self, account_id: str) -> str:
+        return self.liquidation_id
+
+    def emitted_count_at(self, seq: int) -> int:
+        return 0
+
+    def to_entry(self) -> list[Any]:
+        """Its changelog entry: [scope, liquidation_id, emitted_ts, outputs] (a string second)."""
+        return [self.scope, self.liquidation_id, self.emitted_ts, list(self.outputs)]
+
+
 class AccountState:
     """One account's state. Compact: the containers that are empty for most accounts (pending,
     emitted, in_call, rounds) are allocated only when first used (``None`` until then); the
-    properties hand out a mutable container as before, the engine's hot paths read the slots.
+    engine's hot paths read the slots.
+
+    Pending liquidations: ``_pending`` holds the one pending liquidation itself (the common case),
+    a list of them for two or more scopes, or None. Emitted counts (the ``n`` of the next id,
+    SPEC §4): a pending liquidation emitted at the account's seq gives its scope's, ``n + 1``;
+    ``_emitted`` (scope → [seq, count]) holds only the counts no pending liquidation gives (one
+    timed out at this seq, or recovered so), and takes precedence. ``pending`` and ``emitted``
+    hand out these as dicts (copies: scope → ``Pending``, scope → [seq, count]).
+
+    Positions: one flat tuple ``(symbol, PositionState, symbol, PositionState, …)`` in the order
+    they were opened (64 B for one position, 80 B for two, against 192 B for a dict); ``positions``
+    hands it out as a dict (a copy), ``set_position`` changes it.
     """
 
-    __slots__ = ("account_id", "seq", "collateral_units", "positions", "claim_units",
+    __slots__ = ("account_id", "seq", "collateral_units", "_positions", "claim_units",
                  "_pending", "_emitted", "_in_call", "_rounds")
 
     def __init__(self, account_id: str, seq: int = -1, collateral_units: int = 0,
@@ -81,31 +179,91 @@ class AccountState:
         self.account_id = account_id
         self.seq = seq  # highest positions seq applied
         self.collateral_units = collateral_units
-        self.positions: dict[str, PositionState] = positions if positions is not None else {}
+        self._positions: tuple[Any, ...] = tuple(x for s, p in (positions or {}).items() for x in (s, p))
         # outstanding loss-sharing claim: Σ haircuts − Σ repayments (SPEC §5.2)
         self.claim_units = claim_units
-        self._pending: dict[str, Pending] | None = pending or None  # scope → pending liquidation
-        self._emitted: dict[str, list[int]] | None = emitted or None  # scope → [seq, n emitted at that seq]
+        self._pending: PendingLiquidation | list[PendingLiquidation] | None = None
+        self._emitted: dict[str, list[int]] | None = None  # scope → [seq, n emitted at that seq]
         self._in_call: set[str] | None = in_call or None  # scopes in the margin-call zone
         # rounds in flight that paid this account: round_id → [amount, claim after (haircut) or before
         # (repayment)], so a takeover pays again without moving the claim twice (worker/rounds.py)
         self._rounds: dict[str, list[str]] | None = rounds or None
+        if pending or emitted:
+            self._adopt(pending or {}, emitted or {})
 
-    # The containers, allocated on first use (callers may mutate them, as before).
+    def _adopt(self, pending: dict[str, Pending], emitted: dict[str, list[int]]) -> None:
+        """Take pending liquidations and emitted counts as the first two formats hold them (ids,
+        and scope → [seq, count]): a pending liquidation whose id is the one its scope's count at
+        the account's seq makes, ``liquidation_id(account, scope, seq, count − 1)``, is kept as
+        its seq and n and gives that count; any other keeps its id."""
+        residual = {sys.intern(s): [v[0], v[1]] for s, v in emitted.items()}
+        for scope, view in pending.items():
+            scope = sys.intern(scope)
+            count = residual.get(scope)
+            held: PendingLiquidation
+            if (count is not None and count[0] == self.seq and count[1] >= 1
+                    and view.liquidation_id == liquidation_id(self.account_id, scope, count[0], count[1] - 1)):
+                held = PendingLiquidation(scope, count[0], count[1] - 1, view.emitted_ts, view.outputs or ())
+                del residual[scope]
+            else:
+                held = PendingWithId(scope, view.liquidation_id, view.emitted_ts, view.outputs or ())
+            self.put_pending(held)
+        self._emitted = residual or None
+
+    # Views (copies): what the account holds, in the first format's terms.
     @property
     def pending(self) -> dict[str, Pending]:
-        pending = self._pending
-        if pending is None:
-            pending = self._pending = {}
-        return pending
+        return {p.scope: p.view(self.account_id) for p in self.pendings()}
 
     @property
     def emitted(self) -> dict[str, list[int]]:
-        emitted = self._emitted
-        if emitted is None:
-            emitted = self._emitted = {}
-        return emitted
+        counts = {p.scope: [p.seq, p.n + 1] for p in self.pendings() if p.emitted_count_at(self.seq)}
+        counts.update((s, list(v)) for s, v in (self._emitted or {}).items())
+        return counts
 
+    @property
+    def positions(self) -> dict[str, PositionState]:
+        """symbol → position, in the order they were opened (a copy: ``set_position`` changes one)."""
+        flat = self._positions
+        return {flat[i]: flat[i + 1] for i in range(0, len(flat), 2)}
+
+    def position_of(self, symbol: str) -> PositionState | None:
+        flat = self._positions
+        for i in range(0, len(flat), 2):
+            held: str = flat[i]
+            if held == symbol:
+                position: PositionState = flat[i + 1]
+                return position
+        return None
+
+    def set_position(self, symbol: str, position: PositionState | None) -> None:
+        """Open ``symbol``'s position (last in the order), replace it (in its place) or, with
+        None, close it."""
+        flat = self._positions
+        for i in range(0, len(flat), 2):
+            held: str = flat[i]
+            if held == symbol:
+                if position is None:
+                    self._positions = flat[:i] + flat[i + 2:]
+                else:
+                    self._positions = flat[:i + 1] + (position,) + flat[i + 2:]
+                return
+        if position is not None:
+            self._positions = flat + (symbol, position)
+
+    def cross_symbols(self) -> list[str]:
+        """The symbols of the cross positions, sorted (the cross scope's legs, in order)."""
+        flat = self._positions
+        symbols: list[str] = []
+        for i in range(0, len(flat), 2):
+            position: PositionState = flat[i + 1]
+            if not position.isolated:
+                symbols.append(flat[i])
+        if len(symbols) > 1:
+            symbols.sort()
+        return symbols
+
+    # The containers, allocated on first use (callers may mutate them).
     @property
     def in_call(self) -> set[str]:
         in_call = self._in_call
@@ -120,13 +278,80 @@ class AccountState:
             rounds = self._rounds = {}
         return rounds
 
-    # Reads that allocate nothing.
-    def pending_of(self, scope: str) -> Pending | None:
-        pending = self._pending
-        return pending.get(scope) if pending else None
+    # Reads that allocate nothing (but ``pendings``).
+    def pendings(self) -> list[PendingLiquidation]:
+        held = self._pending
+        if held is None:
+            return []
+        if isinstance(held, PendingLiquidation):
+            return [held]
+        return list(held)
+
+    def pending_of(self, scope: str) -> PendingLiquidation | None:
+        held = self._pending
+        if held is None:
+            return None
+        if isinstance(held, PendingLiquidation):
+            return held if held.scope == scope else None
+        for pending in held:
+            if pending.scope == scope:
+                return pending
+        return None
 
     def pending_count(self) -> int:
-        return len(self._pending) if self._pending else 0
+        held = self._pending
+        if held is None:
+            return 0
+        return 1 if isinstance(held, PendingLiquidation) else len(held)
+
+    def emitted_count(self, scope: str) -> int:
+        """Liquidations of ``scope`` emitted at the account's seq: the ``n`` of its next id."""
+        emitted = self._emitted.get(scope) if self._emitted else None
+        if emitted is not None:
+            return emitted[1] if emitted[0] == self.seq else 0
+        pending = self.pending_of(scope)
+        return pending.emitted_count_at(self.seq) if pending is not None else 0
+
+    # Changes (the engine's ``_set_pending`` / ``_clear_pending`` keep its counts).
+    def put_pending(self, pending: PendingLiquidation) -> bool:
+        """Hold ``pending`` for its scope (its count replaces any kept apart); False if it
+        replaced one pending for that scope."""
+        replaced = self.pop_pending(pending.scope) is not None
+        emitted = self._emitted
+        if emitted is not None and emitted.pop(pending.scope, None) is not None and not emitted:
+            self._emitted = None
+        held = self._pending
+        if held is None:
+            self._pending = pending
+        elif isinstance(held, PendingLiquidation):
+            self._pending = [held, pending]
+        else:
+            held.append(pending)
+        return not replaced
+
+    def pop_pending(self, scope: str) -> PendingLiquidation | None:
+        """Stop holding ``scope``'s pending liquidation, keeping the emitted count it gave."""
+        held = self._pending
+        found: PendingLiquidation | None = None
+        if isinstance(held, PendingLiquidation):
+            if held.scope == scope:
+                found = held
+                self._pending = None
+        elif held is not None:
+            for index, pending in enumerate(held):
+                if pending.scope == scope:
+                    found = pending
+                    del held[index]
+                    self._pending = held[0] if len(held) == 1 else held
+                    break
+        if found is not None:
+            count = found.emitted_count_at(self.seq)
+            if count:
+                emitted = self._emitted
+                if emitted is None:
+                    emitted = self._emitted = {}
+                emitted.setdefault(scope, [self.seq, count])
+        return found
 
     def in_call_count(self) -> int:
         return len(self._in_call) if self._in_call else 0
@@ -147,7 +372,7 @@ class AccountState:
 
     def watched_scopes(self) -> list[str]:
         """Scopes pending or in the margin-call zone (evaluated on the account's own events)."""
-        return list(self._pending or ()) + list(self._in_call or ())
+        return [p.scope for p in self.pendings()] + list(self._in_call or ())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, AccountState):
@@ -155,25 +380,27 @@ class AccountState:
         return (self.account_id == other.account_id and self.seq == other.seq
                 and self.collateral_units == other.collateral_units and self.positions == other.positions
                 and self.claim_units == other.claim_units
-                and (self._pending or {}) == (other._pending or {})
-                and (self._emitted or {}) == (other._emitted or {})
+                and self.pending == other.pending and self.emitted == other.emitted
                 and (self._in_call or set()) == (other._in_call or set())
                 and (self._rounds or {}) == (other._rounds or {}))
 
     def __repr__(self) -> str:
         return (f"AccountState(account_id={self.account_id!r}, seq={self.seq}, collateral_units="
-                f"{self.collateral_units}, positions={self.positions!r}, pending={self._pending or {}!r}, "
-                f"emitted={self._emitted or {}!r}, in_call={self._in_call or set()!r}, "
+                f"{self.collateral_units}, positions={self.positions!r}, pending={self.pending!r}, "
+                f"emitted={self.emitted!r}, in_call={self._in_call or set()!r}, "
                 f"claim_units={self.claim_units}, rounds={self._rounds or {}!r})")
 
     def scopes(self) -> list[str]:
         """Evaluation order: cross first, then isolated positions by symbol."""
-        positions = self.positions
-        if len(positions) == 1:  # the common case, without sorting
-            for symbol, position in positions.items():
-                return [CROSS, symbol] if position.isolated else [CROSS]
-        isolated = sorted(s for s, p in positions.items() if p.isolated)
-        return [CROSS, *isolated]
+        flat = self._positions
+        scopes = [CROSS]
+        for i in range(0, len(flat), 2):
+            position: PositionState = flat[i + 1]
+            if position.isolated:
+                scopes.append(flat[i])
+        if len(scopes) > 2:
+            scopes[1:] = sorted(scopes[1:])
+        return scopes
 
     def to_dict(self) -> dict[str, Any]:
         """The state as a dict with named fields (the changelog's first format; ``to_record`` is
@@ -184,9 +411,8 @@ class AccountState:
             "collateral": self.collateral_units,
             "positions": {s: [p.size_lots, p.entry_ticks, p.isolated, p.isolated_margin_units]
                           for s, p in self.positions.items()},
-            "pending": {s: [p.liquidation_id, p.emitted_ts, list(p.outputs)]
-                        for s, p in (self._pending or {}).items()},
-            "emitted": {s: list(v) for s, v in (self._emitted or {}).items()},
+            "pending": {s: [p.liquidation_id, p.emitted_ts, list(p.outputs)] for s, p in self.pending.items()},
+            "emitted": self.emitted,
             "in_call": sorted(self._in_call or ()),
             "claim": str(self.claim_units),  # a string: a sum of haircuts is not bounded by 64 bits
             "rounds": dict(self._rounds or {}),
@@ -195,23 +421,29 @@ class AccountState:
     def to_record(self) -> list[Any]:
         """The compact changelog value (``RECORD_FORMAT``): a JSON array
 
-            [2, account_id, seq, collateral, positions, claim, pending, emitted, in_call, rounds]
+            [3, account_id, seq, collateral, positions, claim, pending, emitted, in_call, rounds]
 
         with trailing empty fields left out (most accounts stop after ``positions``). ``positions``
         is a flat array of [symbol, size, entry] (cross, no isolated margin) or
         [symbol, size, entry, isolated, isolated margin]; ``claim`` a decimal string (not bounded by
-        64 bits); pending as [scope, liquidation_id, emitted_ts, outputs], emitted as
-        [scope, seq, n], rounds as [round_id, amount, claim] arrays; in_call sorted."""
+        64 bits); pending as [scope, seq, n, emitted_ts, outputs] (its id is
+        ``liquidation_id(account_id, scope, seq, n)``) or, recovered with its id only,
+        [scope, liquidation_id, emitted_ts, outputs]; emitted as [scope, seq, count] (only the
+        counts no pending liquidation gives), rounds as [round_id, amount, claim] arrays; in_call
+        sorted. (Format 2, before: pending always as [scope, liquidation_id, emitted_ts, outputs],
+        and every emitted count.)"""
         positions: list[list[Any]] = []
-        for symbol, p in self.positions.items():
+        flat = self._positions
+        for i in range(0, len(flat), 2):
+            symbol: str = flat[i]
+            p: PositionState = flat[i + 1]
             if p.isolated or p.isolated_margin_units:
                 positions.append([symbol, p.size_lots, p.entry_ticks, p.isolated, p.isolated_margin_units])
             else:
                 positions.append([symbol, p.size_lots, p.entry_ticks])
         record: list[Any] = [RECORD_FORMAT, self.account_id, self.seq, self.collateral_units, positions,
                              str(self.claim_units),
-                             [[s, p.liquidation_id, p.emitted_ts, list(p.outputs)]
-                              for s, p in (self._pending or {}).items()],
+                             [p.to_entry() for p in self.pendings()],
                              [[s, *v] for s, v in (self._emitted or {}).items()],
                              sorted(self._in_call or ()),
                              [[k, *v] for k, v in (self._rounds or {}).items()]]
@@ -223,11 +455,11 @@ class AccountState:
 
     @classmethod
     def from_record(cls, data: dict[str, Any] | list[Any]) -> "AccountState":
-        """Either changelog format: the compact array (``to_record``) or the first format's dict
-        (``to_dict``: records written before the compact format still recover)."""
+        """Any changelog format: the compact array (``to_record``; format 3, or format 2 written
+        before it) or the first format's dict (``to_dict``): records written before still recover."""
         if isinstance(data, dict):
             return cls.from_dict(data)
-        if not data or data[0] != RECORD_FORMAT:
+        if not data or data[0] not in (RECORD_FORMAT, RECORD_FORMAT_IDS):
             raise ValueError(f"unknown account record format {data[:1]!r}")
         fields = list(data) + [None] * (10 - len(data))
         positions: dict[str, PositionState] = {}
@@ -237,17 +469,27 @@ class AccountState:
                 positions[symbol] = PositionState(entry[1], entry[2])
             else:
                 positions[symbol] = PositionState(entry[1], entry[2], entry[3], entry[4])
-        return cls(
+        account = cls(
             account_id=fields[1],
             seq=fields[2],
             collateral_units=fields[3],
             positions=positions,
             claim_units=int(fields[5] or "0"),
-            pending={sys.intern(e[0]): Pending(e[1], e[2], e[3] or ()) for e in fields[6] or ()} or None,
-            emitted={sys.intern(e[0]): [e[1], e[2]] for e in fields[7] or ()} or None,
             in_call={sys.intern(s) for s in fields[8] or ()} or None,
             rounds={e[0]: list(e[1:]) for e in fields[9] or ()} or None,
         )
+        if data[0] == RECORD_FORMAT_IDS:
+            account._adopt({e[0]: Pending(e[1], e[2], e[3] or ()) for e in fields[6] or ()},
+                           {e[0]: [e[1], e[2]] for e in fields[7] or ()})
+            return account
+        for e in fields[6] or ():
+            scope = sys.intern(e[0])
+            if isinstance(e[1], str):
+                account.put_pending(PendingWithId(scope, e[1], e[2], e[3] or ()))
+            else:
+                account.put_pending(PendingLiquidation(scope, e[1], e[2], e[3], e[4] or ()))
+        account._emitted = {sys.intern(e[0]): [e[1], e[2]] for e in fields[7] or ()} or None
+        return account
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "AccountState":
@@ -256,8 +498,8 @@ class AccountState:
             seq=data["seq"],
             collateral_units=data["collateral"],
             positions={sys.intern(s): PositionState(*v) for s, v in data["positions"].items()},
-            pending={sys.intern(s): Pending(v[0], v[1], v[2] or ()) for s, v in data["pending"].items()} or None,
-            emitted={sys.intern(s): list(v) for s, v in data["emitted"].items()} or None,
+            pending={s: Pending(v[0], v[1], v[2] or ()) for s, v in data["pending"].items()} or None,
+            emitted={s: list(v) for s, v in data["emitted"].items()} or None,
             in_call={sys.intern(s) for s in data["in_call"]} or None,
             claim_units=int(data.get("claim", "0")),
             rounds={k: list(v) for k, v in data.get("rounds", {}).items()} or None,
@@ -272,8 +514,11 @@ class MarkState:
     confirmed: bool = True
 
 
-_LOW32: Final = (1 << 32) - 1  # version and slot fields of a heap entry
-_LOW64: Final = (1 << 64) - 1  # both: an entry's tail
+# A heap entry keeps its slot's version mod 2^VERSION_BITS (exact: see CandidateIndex.drop)
+VERSION_BITS: Final = 16
+_VERSION_MASK: Final = (1 << VERSION_BITS) - 1
+_HALF_VERSION_CYCLE_MASK: Final = (1 << (VERSION_BITS - 1)) - 1
+MIN_SLOT_BITS: Final = 17  # a heap entry's slot field; widened as slots are added
 
 
 class CandidateIndex:
@@ -286,9 +531,11 @@ class CandidateIndex:
 
     Compact: a scope is a slot number (its account id and scope in two lists, its version and its
     number of live bands in two lists), and a heap entry is one int,
-    ``bound · 2^64 + (version mod 2^32) · 2^32 + slot`` (bound = −lo in the low heap, hi in the high
-    heap), so the heaps order by bound and an entry is live iff its version is the slot's.
-    Superseded entries are dropped lazily (``compact``).
+    ``bound · 2^(V + S) + (version mod 2^V) · 2^S + slot`` (bound = −lo in the low heap, hi in the
+    high heap; V = VERSION_BITS, S = the slot bits, the fewest that hold every slot, at least
+    MIN_SLOT_BITS), so the heaps order by bound and an entry is live iff its version is the slot's.
+    With prices below 2^27 ticks and up to 2^17 slots an entry is below 2^60: a 32 B int (two
+    30-bit digits), against 48 B for three digits. Superseded entries are dropped lazily (``compact``).
     """
 
     def __init__(self) -> None:
@@ -305,6 +552,9 @@ class CandidateIndex:
         self._bands: list[int] = []  # per slot: live bands (0: not banded)
         self._entries = 0  # band pairs in the heaps, live or superseded
         self._live = 0  # live band pairs
+        self._slot_bits = MIN_SLOT_BITS  # S
+        self._slot_mask = (1 << MIN_SLOT_BITS) - 1  # 2^S − 1
+        self._tail_bits = MIN_SLOT_BITS + VERSION_BITS  # V + S: an entry is bound · 2^(V + S) + tail
 
     def _find(self, key: ScopeKey) -> int:
         """The slot of ``key``, or −1 if it never had one."""
@@ -318,6 +568,8 @@ class CandidateIndex:
         if slot >= 0:
             return slot
         slot = len(self._slot_account)
+        if slot > self._slot_mask:
+            self._widen_slots()
         account_id, scope = key
         if scope == CROSS:
             self._cross_slot[account_id] = slot
@@ -336,7 +588,14 @@ class CandidateIndex:
         if slot >= 0 and self._bands[slot]:
             self._live -= self._bands[slot]
             self._bands[slot] = 0
-            self._version[slot] += 1
+            version = self._version[slot] + 1
+            self._version[slot] = version
+            if version & _HALF_VERSION_CYCLE_MASK == 0:
+                # Entries hold the version mod 2^V. Compacting whenever a slot's version reaches a
+                # multiple of 2^(V−1) (it has no live entry then) leaves none of its entries older
+                # than that version, so an entry's version is always within 2^(V−1) below the
+                # slot's and "equal mod 2^V" is "equal".
+                self.compact()
         for watched in self._watch.values():
             watched.discard(key)
 
@@ -348,54 +607,70 @@ class CandidateIndex:
 
     def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int, hi_ticks: int) -> None:
         slot = self._slot(key)
-        tail = (self._version[slot] & _LOW32) << 32 | slot
+        tail = (self._version[slot] & _VERSION_MASK) << self._slot_bits | slot
         low = self._low.get(symbol)
         if low is None:
             low = self._low[symbol] = []
             self._high[symbol] = []
-        heappush(low, (-lo_ticks) << 64 | tail)
-        heappush(self._high[symbol], hi_ticks << 64 | tail)
+        heappush(low, (-lo_ticks) << self._tail_bits | tail)
+        heappush(self._high[symbol], hi_ticks << self._tail_bits | tail)
         self._bands[slot] += 1
         self._live += 1
         self._entries += 1
-        if self._entries > 2 * self._live + 10_000:
+        # superseded pairs > live / 2 + 10 000: a compaction scans live + superseded entries, so
+        # each superseded pair costs ~3 scans (at > live: 2, and ~55 B per account more at the peak)
+        if self._entries > self._live + self._live // 2 + 10_000:
             self.compact()
 
     def watch(self, key: ScopeKey, symbol: str) -> None:
         self._watch.setdefault(symbol, set()).add(key)
 
     def _is_live(self, entry: int) -> bool:
-        return (entry >> 32) & _LOW32 == self._version[entry & _LOW32] & _LOW32
+        return (entry >> self._slot_bits) & _VERSION_MASK == self._version[entry & self._slot_mask] & _VERSION_MASK
 
     def candidates(self, symbol: str, mark_ticks: int) -> set[ScopeKey]:
         found = self._watch.pop(symbol, set())
         low = self._low.get(symbol)
         if low:
-            below = (-mark_ticks) << 64  # entry < below ⇔ −lo < −mark ⇔ lo > mark
+            below = (-mark_ticks) << self._tail_bits  # entry < below ⇔ −lo < −mark ⇔ lo > mark
             while low and low[0] < below:
                 entry = heappop(low)
                 if self._is_live(entry):
-                    slot = entry & _LOW32
+                    slot = entry & self._slot_mask
                     found.add((self._slot_account[slot], self._slot_scope[slot]))
         high = self._high.get(symbol)
         if high:
-            below = mark_ticks << 64  # entry < below ⇔ hi < mark
+            below = mark_ticks << self._tail_bits  # entry < below ⇔ hi < mark
             while high and high[0] < below:
                 entry = heappop(high)
                 if self._is_live(entry):
-                    slot = entry & _LOW32
+                    slot = entry & self._slot_mask
                     found.add((self._slot_account[slot], self._slot_scope[slot]))
         return found
+
+    def _widen_slots(self) -> None:
+        """One more slot bit: every entry is written again with the wider slot field (bound,
+        version and slot unchanged, so the heaps keep their order and liveness)."""
+        old_bits, old_mask, old_tail_bits = self._slot_bits, self._slot_mask, self._tail_bits
+        self._slot_bits = old_bits + 1
+        self._slot_mask = (1 << self._slot_bits) - 1
+        self._tail_bits = self._slot_bits + VERSION_BITS
+        for heaps in (self._low, self._high):
+            for symbol, heap in heaps.items():
+                heaps[symbol] = [(e >> old_tail_bits) << self._tail_bits
+                                 | ((e >> old_bits) & _VERSION_MASK) << self._slot_bits | (e & old_mask)
+                                 for e in heap]  # bound order kept: still a heap
 
     def compact(self) -> None:
         """Drop superseded heap entries (lazy deletion leaves them behind).
 
-        An entry is live iff its low 64 bits are a live tail ``(version mod 2^32) · 2^32 + slot``
+        An entry is live iff its low V + S bits are a live tail ``(version mod 2^V) · 2^S + slot``
         (``_is_live``): one set of every slot's tail, then one mask and one lookup per entry."""
-        tails = {(version & _LOW32) << 32 | slot for slot, version in enumerate(self._version)}
+        slot_bits, tail_mask = self._slot_bits, (1 << self._tail_bits) - 1
+        tails = {(version & _VERSION_MASK) << slot_bits | slot for slot, version in enumerate(self._version)}
         for heaps in (self._low, self._high):
             for symbol, heap in heaps.items():
-                live = [e for e in heap if (e & _LOW64) in tails]
+                live = [e for e in heap if (e & tail_mask) in tails]
                 if len(live) < len(heap):
                     heapify(live)
                     heaps[symbol] = live
@@ -433,7 +708,7 @@ class Engine:
         # Python-level slot, ~3× a dict's, on every position event)
         self.open_long: dict[str, int] = {}
         self.open_short: dict[str, int] = {}
-        # kept as pending / in_call change (O(changes) metrics): Σ len(a.pending), Σ len(a.in_call)
+        # kept as pending / in_call change (O(changes) metrics): Σ a.pending_count(), Σ a.in_call_count()
         self.pending_scopes = 0
         self.call_scopes = 0
         self.load_accounts(self.accounts)
@@ -448,10 +723,11 @@ class Engine:
         self.pending_scopes, self.call_scopes = self.recount_scopes()
         for account in accounts.values():
             self._count_open_interest(account, +1)
-            for scope, pending in (account._pending or {}).items():
+            for pending in account.pendings():
                 if self.params.pending_timeout_ms:
                     heapq.heappush(self.expiries, (pending.emitted_ts + self.params.pending_timeout_ms,
-                                                   (account.account_id, scope), pending.liquidation_id))
+                                                   (account.account_id, pending.scope),
+                                                   pending.liquidation_id_of(account.account_id)))
             for scope in account.scopes():
                 self._reindex(account, scope)
 
@@ -486,10 +762,11 @@ class Engine:
             self._count_open_interest(account, +1)
             self.pending_scopes += account.pending_count()
             self.call_scopes += account.in_call_count()
-            for scope, pending in (account._pending or {}).items():
+            for pending in account.pendings():
                 if self.params.pending_timeout_ms:
                     heapq.heappush(self.expiries, (pending.emitted_ts + self.params.pending_timeout_ms,
-                                                   (account.account_id, scope), pending.liquidation_id))
+                                                   (account.account_id, pending.scope),
+                                                   pending.liquidation_id_of(account.account_id)))
         republish = self.pending_outputs(accounts)
         out: list[Output] = []
         for account_id in sorted(accounts):
@@ -511,20 +788,13 @@ class Engine:
             in_call += account.in_call_count()
         return pending, in_call
 
-    def _set_pending(self, account: AccountState, scope: str, pending: Pending) -> None:
-        held = account._pending
-        if held is None:
-            held = account._pending = {}
-        if scope not in held:
+    def _set_pending(self, account: AccountState, pending: PendingLiquidation) -> None:
+        if account.put_pending(pending):
             self.pending_scopes += 1
-        held[scope] = pending
 
     def _clear_pending(self, account: AccountState, scope: str) -> None:
-        held = account._pending
-        if held is not None and held.pop(scope, None) is not None:
+        if account.pop_pending(scope) is not None:
             self.pending_scopes -= 1
-            if not held:
-                account._pending = None
 
     def _set_in_call(self, account: AccountState, scope: str, in_call: bool) -> None:
         held = account._in_call
@@ -559,15 +829,21 @@ class Engine:
     # ----------------------------------------------------------------- inputs
     def process_mark(self, value: Any, source: Source) -> list[Output]:
         """One `mark-prices` message: an event or an array of events, applied in order."""
-        out: list[Output] = []
+        return list(self.iter_mark(value, source))
+
+    def iter_mark(self, value: Any, source: Source) -> Iterator[Output]:
+        """``process_mark``'s outputs, each scope's made when the caller asks for the next ones: a
+        cascade's tick liquidates thousands of scopes at once, and a caller that writes each output
+        and drops it (replay) need not hold all of them (~7 KB of objects per liquidation event).
+        The same outputs in the same order, provided the caller changes no engine state between two."""
         for index, element in _elements(value):
             try:
                 tick = decode_mark(element, self.params)
             except BadInput as exc:
-                out.append(self.dead_letter(source, exc.code, str(exc), index, element))
+                yield self.dead_letter(source, exc.code, str(exc), index, element)
                 continue
-            out.extend(self.apply_mark(tick, source, index, element))
-        return out + self._flush_requests()
+            yield from self.iter_apply_mark(tick, source, index, element)
+        yield from self._flush_requests()
 
     def process_positions(self, value: Any, source: Source,
                           accept_account: Callable[[str], bool] | None = None) -> list[Output]:
@@ -617,11 +893,17 @@ class Engine:
 
     # ------------------------------------------------------------ mark ticks
     def apply_mark(self, tick: MarkTick, source: Source, index: int | None = None, element: Any = None) -> list[Output]:
+        return list(self.iter_apply_mark(tick, source, index, element))
+
+    def iter_apply_mark(self, tick: MarkTick, source: Source, index: int | None = None,
+                        element: Any = None) -> Iterator[Output]:
+        """``apply_mark``'s outputs, one evaluated scope's at a time (``iter_mark``)."""
         previous = self.marks.get(tick.symbol)
         if previous is not None and tick.seq <= previous.seq:
             self.counters["stale_seq:mark"] += 1
-            return [self.dead_letter(source, "stale_seq", f"mark seq {tick.seq} <= applied {previous.seq}",
-                                     index, element)]
+            yield self.dead_letter(source, "stale_seq", f"mark seq {tick.seq} <= applied {previous.seq}",
+                                   index, element)
+            return
         sides, repay = ([], False) if self.remote_settlement else rounds_due(
             self.params, self.deficits, self.claims_units, self.fund.balance_units, tick.symbol, tick.ts)
         if self.tick_markers:
@@ -644,13 +926,12 @@ class Engine:
         keys.update(self._expired(tick.ts))
         self.counters["evaluations"] += len(keys)
         self.counters[f"evaluations:{tick.symbol}"] += len(keys)
-        out: list[Output] = []
         for account_id, scope in sorted(keys, key=_scope_order):
             account = self.accounts.get(account_id)
             if account is None:
                 continue
-            out.extend(self._evaluate_guarded(account, scope, trigger, tick.ts, source))
-        out.extend(self._maybe_snapshot(tick))
+            yield from self._evaluate_guarded(account, scope, trigger, tick.ts, source)
+        yield from self._maybe_snapshot(tick)
         if self.tick_markers:
             self._requests.append(tick_marker("end", tick.symbol, tick.seq, tick.ts, tick.mark_ticks,
                                               self._guard_free(tick)))
@@ -659,8 +940,7 @@ class Engine:
                 self.params, self.deficits, self.accounts, self.fund, self.dirty, symbol=tick.symbol,
                 mark_seq=tick.seq, mark_ticks=tick.mark_ticks, ts=tick.ts, sides=sides, repay=repay)
             self.claims_units += claims_delta
-            out.extend(outputs)
-        return out
+            yield from outputs
 
     def _guard_free(self, tick: MarkTick) -> bool:
         """A round runs only on a tick the guards would liquidate on: confirmed, not stale."""
@@ -682,16 +962,13 @@ class Engine:
         changed: list[str] = []  # the scopes whose positions or collateral this event changed
         if isinstance(update, PositionUpdate):
             symbol = update.symbol
-            held = account.positions.get(symbol)
+            held = account.position_of(symbol)
             new = None if update.size_lots == 0 else PositionState(
                 update.size_lots, update.entry_ticks, update.isolated, update.isolated_margin_units)
             if not _same_position(new, held):
                 self._count_position(symbol, held, -1)
                 self._count_position(symbol, new, +1)
-                if new is None:
-                    del account.positions[symbol]
-                else:
-                    account.positions[symbol] = new
+                account.set_position(symbol, new)
                 for position in (held, new):
                     if position is not None:
                         changed.append(symbol if position.isolated else CROSS)
@@ -703,13 +980,14 @@ class Engine:
                 changed.append(CROSS)
             trigger = Trigger("balance", None, update.seq, None)
         account.seq = update.seq
-        # emitted counts liquidations per scope at one seq (the n of their ids); every entry is of
-        # a seq ≤ the one before this event, so none is read again (ids restart at n = 0)
+        # emitted counts liquidations per scope at one seq (the n of their ids); every count, kept
+        # apart or given by a pending liquidation, is of a seq ≤ the one before this event, so none
+        # is read again (ids restart at n = 0)
         account._emitted = None
         self.counters["position_events"] += 1
         if update.liquidation_id is not None:
-            pending = account._pending
-            acked = [s for s, p in pending.items() if p.liquidation_id == update.liquidation_id] if pending else []
+            acked = [p.scope for p in account.pendings()
+                     if p.liquidation_id_of(account.account_id) == update.liquidation_id]
             for scope in acked:
                 self._clear_pending(account, scope)
                 self.counters["acks"] += 1
@@ -744,17 +1022,19 @@ class Engine:
         legs: list[Leg] = []
         if scope == CROSS:
             collateral = account.collateral_units
-            items = sorted((s, p) for s, p in account.positions.items() if not p.isolated)
+            symbols = account.cross_symbols()
         else:
-            position = account.positions.get(scope)
-            if position is None or not position.isolated:
+            held = account.position_of(scope)
+            if held is None or not held.isolated:
                 return 0, []  # the isolated position was closed (or became cross): nothing to evaluate
-            collateral = position.isolated_margin_units
-            items = [(scope, position)]
-        for symbol, position in items:
+            collateral = held.isolated_margin_units
+            symbols = [scope]
+        for symbol in symbols:
             mark = self.marks.get(symbol)
             if mark is None:
                 return None
+            position = account.position_of(symbol)
+            assert position is not None
             legs.append(Leg(self.params.symbols[symbol], position.size_lots, position.entry_ticks, mark.mark_ticks))
         return collateral, legs
 
@@ -844,8 +1124,7 @@ class Engine:
                    trigger: Trigger, ts: int, timed_out: bool = False) -> list[Output]:
         """Plan, render and only then record: an AccountingError leaves no state behind."""
         plan = plan_liquidation(collateral, legs, self.params)
-        emitted = account._emitted.get(scope) if account._emitted else None
-        n = emitted[1] if emitted is not None and emitted[0] == account.seq else 0
+        n = account.emitted_count(scope)
         lid = liquidation_id(account.account_id, scope, account.seq, n)
         out: list[Output] = []
         item = None
@@ -858,7 +1137,7 @@ class Engine:
                 out.append(Output("liquidations", account.account_id, allocation_event(
                     self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope, ts=ts,
                     trigger=trigger, insurance_cover_units=0, socialized_loss_units=0)))
-            pending = Pending(lid, ts, [[o.topic, o.key, o.value] for o in out])
+            pending = PendingLiquidation(scope, account.seq, n, ts, [[o.topic, o.key, o.value] for o in out])
             out = [o for o in out if o.topic != "insurance-requests"]  # requests leave batched
         else:
             balance_before = self.fund.balance_units
@@ -872,12 +1151,11 @@ class Engine:
                 raise
             record_deficits(self.deficits, plan, social)
             self.counters["socialized_loss_units"] += social
-            pending = Pending(lid, ts)
+            pending = PendingLiquidation(scope, account.seq, n, ts)
         # record: nothing above raised
         if item is not None:
             self._requests.append(item)
-        account.emitted[scope] = [account.seq, n + 1]
-        self._set_pending(account, scope, pending)
+        self._set_pending(account, pending)  # its scope's emitted count at this seq is now n + 1
         self.dirty.add(account.account_id)
         if self.params.pending_timeout_ms:
             heapq.heappush(self.expiries, (ts + self.params.pending_timeout_ms, (account.account_id, scope), lid))
@@ -906,7 +1184,7 @@ class Engine:
         out: list[Output] = []
         items: list[dict[str, Any]] = []
         for account_id in sorted(self.accounts if account_ids is None else account_ids):
-            for scope, pending in sorted((self.accounts[account_id]._pending or {}).items()):
+            for pending in sorted(self.accounts[account_id].pendings(), key=_pending_scope):
                 for topic, key, value in pending.outputs:
                     if topic == "insurance-requests":
                         items.extend(value["items"])
@@ -960,7 +1238,7 @@ class Engine:
 
     def _scope_symbols(self, account: AccountState, scope: str) -> list[str]:
         if scope == CROSS:
-            return sorted(s for s, p in account.positions.items() if not p.isolated)
+            return account.cross_symbols()
         return [scope]
 
     def _expired(self, ts: int) -> set[ScopeKey]:
@@ -970,14 +1248,15 @@ class Engine:
             _, key, lid = heapq.heappop(self.expiries)
             account = self.accounts.get(key[0])
             pending = account.pending_of(key[1]) if account else None
-            if pending is not None and pending.liquidation_id == lid:
+            if pending is not None and pending.liquidation_id_of(key[0]) == lid:
                 found.add(key)
         return found
 
     # -------------------------------------------------------- snapshots, OI
     def _count_open_interest(self, account: AccountState, sign: int) -> None:
-        for symbol, position in account.positions.items():
-            self._count_position(symbol, position, sign)
+        flat = account._positions
+        for i in range(0, len(flat), 2):
+            self._count_position(flat[i], flat[i + 1], sign)
 
     def _count_position(self, symbol: str, position: PositionState | None, sign: int) -> None:
         if position is None:
@@ -1009,9 +1288,10 @@ class Engine:
             if account._in_call is None and account._pending is None:
                 continue
             for scope in set(account.watched_scopes()):
-                if symbol in self._scope_symbols(account, scope) and symbol in account.positions:
+                position = account.position_of(symbol)
+                if symbol in self._scope_symbols(account, scope) and position is not None:
                     in_zone += account.is_in_call(scope)
-                    at_risk += notional(sym, account.positions[symbol].size_lots, mark.mark_ticks)
+                    at_risk += notional(sym, position.size_lots, mark.mark_ticks)
         return {
             "type": "risk_snapshot",
             "schema_version": SCHEMA_VERSION,
@@ -1040,6 +1320,10 @@ def _elements(value: Any) -> Iterable[tuple[int | None, Any]]:
     if isinstance(value, list):
         return enumerate(value)
     return ((None, value),)
+
+
+def _pending_scope(pending: PendingLiquidation) -> str:
+    return pending.scope
 
 
 def _scope_order(key: ScopeKey) -> tuple[str, int, str]:

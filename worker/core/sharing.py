@@ -312,7 +312,7 @@ def winners(params: Params, accounts: dict[str, Any], symbol: str, loss_side: st
     sym = params.symbols[symbol]
     found: list[Winner] = []
     for account_id, account in accounts.items():
-        position = account.positions.get(symbol)
+        position = account.position_of(symbol)
         if position is None:
             continue
         weight = winning_weight(sym, loss_side, position.size_lots, position.entry_ticks, mark_ticks)
