@@ -37,21 +37,35 @@ def liquidation_id(account_id: str, scope: str, seq: int, n: int) -> str:
     return hashlib.sha256(f"{account_id}|{scope}|{seq}|{n}".encode()).hexdigest()[:32]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class PositionState:
     size_lots: int
     entry_ticks: int
-    isolated: bool = False
-    isolated_margin_units: int = 0
+    isolated: bool
+    isolated_margin_units: int
+
+    # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
+    def __init__(self, size_lots: int, entry_ticks: int, isolated: bool = False,
+                 isolated_margin_units: int = 0) -> None:
+        self.size_lots = size_lots
+        self.entry_ticks = entry_ticks
+        self.isolated = isolated
+        self.isolated_margin_units = isolated_margin_units
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Pending:
     liquidation_id: str
     emitted_ts: int
     # what was published for it ([topic, key, value]); re-published as is after a crash. Empty
     # (replay, local settlement): the shared empty tuple, not a list per pending liquidation
-    outputs: Sequence[list[Any]] = ()
+    outputs: Sequence[list[Any]]
+
+    # __init__ written out (see PositionState)
+    def __init__(self, liquidation_id: str, emitted_ts: int, outputs: Sequence[list[Any]] = ()) -> None:
+        self.liquidation_id = liquidation_id
+        self.emitted_ts = emitted_ts
+        self.outputs = outputs
 
 
 class AccountState:
@@ -256,12 +270,19 @@ class AccountState:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class MarkState:
     mark_ticks: int
     seq: int
     ts: int
-    confirmed: bool = True
+    confirmed: bool
+
+    # __init__ written out (see PositionState)
+    def __init__(self, mark_ticks: int, seq: int, ts: int, confirmed: bool = True) -> None:
+        self.mark_ticks = mark_ticks
+        self.seq = seq
+        self.ts = ts
+        self.confirmed = confirmed
 
 
 _LOW32 = (1 << 32) - 1  # version and slot fields of a heap entry
