@@ -57,5 +57,11 @@ def encode_bounded(value: Any, key: bytes | None = None, limit: int = MAX_OUTPUT
     return data
 
 
+def fragment(data: bytes) -> Any:
+    """JSON bytes (from ``encode``) to embed as they are in a value given to ``encode``: the result
+    is the same bytes as encoding the decoded value in their place, without encoding it again."""
+    return orjson.Fragment(data)
+
+
 def encode_key(key: str | None) -> bytes | None:
     return None if key is None else key.encode("utf-8")

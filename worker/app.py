@@ -24,7 +24,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
-from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded
+from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded, fragment
 
 from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
@@ -275,10 +275,13 @@ class Runtime:
     async def send_outputs_batched(self, outputs: list[Output]) -> list[Output]:
         """Send outputs (as ``_send``: encoded by ``encode_output``, to the partition the producer's
         default partitioner picks) in producer batches; delivered when it returns."""
+        return await self.send_encoded_batched([encode_output(self.engine, output) for output in outputs])
+
+    async def send_encoded_batched(self, encoded: list[tuple[Output, bytes, bytes]]) -> list[Output]:
+        """``send_outputs_batched`` for outputs already encoded by ``encode_output``."""
         records, sent = [], []
         partitions: dict[str, list[int]] = {}
-        for output in outputs:
-            output, key, value = encode_output(self.engine, output)
+        for output, key, value in encoded:
             topic = self.settings.topic(output.topic)
             if topic not in partitions:  # the producer's default partitioner: murmur2(key) over all partitions
                 partitions[topic] = sorted(await self._topic_partitions(topic))
@@ -642,15 +645,21 @@ class Runtime:
             outputs.extend(item_outputs)
             if moved:
                 fresh.extend(item_outputs)
+        # each output encoded once: the same bytes are published and embedded in its settled record
+        encoded = [encode_output(self.engine, output) for output in outputs]
         if applied:  # (a message applied before leaves the ledger as it is: its position never goes back)
-            await self._write_ledger(message.offset, len(items), message.partition)
-        await self.retrying(lambda: self.send_outputs_batched(outputs), "publishing the fund's outputs")
+            await self._write_ledger(message.offset, len(items), message.partition,
+                                     {id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent})
+        await self.retrying(lambda: self.send_encoded_batched(encoded), "publishing the fund's outputs")
         self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
 
-    async def _write_ledger(self, offset: int, done: int, partition: int) -> None:
-        """The settled records of a request message, then its balance record, written and delivered."""
+    async def _write_ledger(self, offset: int, done: int, partition: int,
+                            encoded: dict[int, bytes] | None = None) -> None:
+        """The settled records of a request message, then its balance record, written and delivered.
+        ``encoded``: the bytes of output values already encoded (by ``id`` of the value, alive
+        meanwhile), embedded as they are in the settled records instead of being encoded again."""
         assert self.ledger is not None
         # the balance as an integer string: a sum of penalties is not bounded by 64 bits
         record = {"balance": str(self.ledger.fund.balance_units), "offset": offset, "done": done}
@@ -658,7 +667,8 @@ class Runtime:
             record["sharing"] = self.coordinator.to_dict()
         writes = self.ledger.settled.take() if isinstance(self.ledger.settled, _Prefixed) else []
         writes.append((self._balance_key(), record))
-        records = [r for r in (self._table_record(self.fund_table, key, value, partition)
+        records = [r for r in (self._table_record(self.fund_table, key, value, partition,
+                                                  _with_encoded_outputs(value, encoded) if encoded else value)
                                for key, value in writes) if r is not None]
         # the ledger is durable before anything depends on it; a broker error is retried (the
         # records are built: sending them again writes the same values). Shielded: the table's
@@ -666,18 +676,40 @@ class Runtime:
         offsets = await asyncio.shield(self.retrying(lambda: self.send_batched(records), "writing the fund ledger"))
         self._track_offsets(self.fund_table, offsets)
 
-    def _table_record(self, table: Any, key: str, value: Any, partition: int) -> tuple[str, int, bytes, bytes] | None:
+    def _table_record(self, table: Any, key: str, value: Any, partition: int,
+                      to_encode: Any = None) -> tuple[str, int, bytes, bytes] | None:
         """``table[key] = value`` in memory, and its changelog record (topic, partition, key, value)
-        to send; None (logged, counted) when the value cannot be encoded."""
-        table.data[key] = value
+        to send; None (logged, counted) when the value cannot be encoded. ``to_encode``: what to
+        encode for the value if not the value itself (the same JSON, parts of it already encoded)."""
+        _memory(table)[key] = value
         getattr(table.data, "_key_partition", {})[key] = partition
         try:
-            data = encode_bounded(value)
+            data = encode_bounded(value if to_encode is None else to_encode)
         except EncodeError:
             log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
             self.counters["internal_error:state_encode"] += 1
             return None
         return table.changelog_topic.get_topic_name(), partition, encode(key), data
+
+
+def _memory(table: Any) -> Any:
+    """A table's in-memory contents: the store's own dict when it has one (Faust's memory stores;
+    their ``get`` raises and catches a KeyError for each missing key), else the store."""
+    store = table.data
+    inner = getattr(store, "data", None)
+    return inner if isinstance(inner, dict) else store
+
+
+def _with_encoded_outputs(value: Any, encoded: dict[int, bytes]) -> Any:
+    """A settled record (``{"at": .., "outputs": [[topic, key, value], ...]}``) with the output
+    values found in ``encoded`` replaced by their bytes, embedded as they are: the same JSON."""
+    if not isinstance(value, dict) or not isinstance(value.get("outputs"), list):
+        return value
+    outputs = []
+    for entry in value["outputs"]:
+        data = encoded.get(id(entry[2])) if isinstance(entry, list) and len(entry) == 3 else None
+        outputs.append(entry if data is None else [entry[0], entry[1], fragment(data)])
+    return {**value, "outputs": outputs}
 
 
 class _Prefixed:
@@ -690,10 +722,10 @@ class _Prefixed:
         self.pending: list[tuple[str, Any]] = []
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.table.data.get(self.prefix + key, default)
+        return _memory(self.table).get(self.prefix + key, default)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.table.data[self.prefix + key] = value
+        _memory(self.table)[self.prefix + key] = value
         self.pending.append((self.prefix + key, value))
 
     def take(self) -> list[tuple[str, Any]]:
