@@ -1,5 +1,7 @@
 """Decimal strings at scale (SPEC §2) and parameter validation (SPEC §9)."""
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.fixtures import make_params, params_toml
 from worker.core.fixed import DecimalFormatError, ceil_div, floor_div, format_units, half_even_div, parse_decimal
@@ -53,6 +55,15 @@ def test_parse_decimal_refuses(value, code):
 )
 def test_format_units(units, decimals, expected):
     assert format_units(units, decimals) == expected
+
+
+@given(st.integers(min_value=-10**30, max_value=10**30), st.integers(min_value=0, max_value=30))
+def test_format_units_is_the_decimal_string_of_units_at_scale(units, decimals):
+    # the reference: pad the digits to decimals + 1, put the point before the last `decimals`
+    digits = str(abs(units)).rjust(decimals + 1, "0")
+    expected = digits if decimals == 0 else f"{digits[:-decimals]}.{digits[-decimals:]}"
+    assert format_units(units, decimals) == ("-" if units < 0 else "") + expected
+    assert parse_decimal(format_units(units, decimals), decimals) == units
 
 
 def test_named_roundings_differ_only_where_they_should():
