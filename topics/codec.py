@@ -57,10 +57,9 @@ def encode_bounded(value: Any, key: bytes | None = None, limit: int = MAX_OUTPUT
     return data
 
 
-def fragment(data: bytes) -> Any:
-    """JSON bytes (from ``encode``) to embed as they are in a value given to ``encode``: the result
-    is the same bytes as encoding the decoded value in their place, without encoding it again."""
-    return orjson.Fragment(data)
+# JSON bytes (from ``encode``) to embed as they are in a value given to ``encode``: the result is the
+# same bytes as encoding the decoded value in their place, without encoding it again.
+fragment = orjson.Fragment
 
 
 def encode_key(key: str | None) -> bytes | None:

@@ -191,7 +191,7 @@ class Runtime:
             if not changed:
                 return 0
             try:
-                records = [r for r in (self._account_record(account, items) for account in changed) if r is not None]
+                records = self._account_records(changed, items)
                 offsets = await self.send_batched(records)
             except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
                 self.engine.dirty.update(a.account_id for a in changed)
@@ -212,24 +212,32 @@ class Runtime:
             if record_topic == topic:
                 store.set_persisted_offset(TopicPartition(topic, partition), offset)
 
-    def _account_record(self, account: AccountState,
-                        items: dict[int, bytes] | None = None) -> tuple[str, int, bytes, bytes] | None:
-        """The account's changelog record (topic, partition, key, value), with the table's in-memory
-        copy updated; None when the state cannot be encoded."""
-        key = account.account_id
-        value = account.to_record()  # the compact format (from_record reads both)
-        try:
-            data = encode_bounded(_with_encoded_items(value, items) if items else value)
-        except EncodeError:  # cannot happen for bounded inputs (tests/test_bounds.py); never a retry loop
-            log.critical("account %.80r: state not encodable; not written to the changelog", key)
-            self.counters["internal_error:state_encode"] += 1
-            return None
-        partition = self.partition_of(key)
+    def _account_records(self, accounts: list[AccountState],
+                         items: dict[int, bytes] | None = None) -> list[tuple[str, int, bytes, bytes]]:
+        """The accounts' changelog records (topic, partition, key, value), with the table's in-memory
+        copy updated; an account whose state cannot be encoded is left out (logged, counted).
+        ``items``: see ``persist_dirty``."""
         table = self.accounts_table
-        _memory(table)[key] = value
-        getattr(table.data, "_key_partition", {})[key] = partition
-        # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
-        return table.changelog_topic.get_topic_name(), partition, encode(key), data
+        memory = _memory(table)
+        key_partition = getattr(table.data, "_key_partition", {})
+        topic = table.changelog_topic.get_topic_name()
+        partition_of = self.partition_of
+        records = []
+        for account in accounts:
+            key = account.account_id
+            value = account.to_record()  # the compact format (from_record reads both)
+            try:
+                data = encode_bounded(_with_encoded_items(value, items) if items else value)
+            except EncodeError:  # cannot happen for bounded inputs (tests/test_bounds.py); never a retry loop
+                log.critical("account %.80r: state not encodable; not written to the changelog", key)
+                self.counters["internal_error:state_encode"] += 1
+                continue
+            partition = partition_of(key)
+            memory[key] = value
+            key_partition[key] = partition
+            # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
+            records.append((topic, partition, encode(key), data))
+        return records
 
     # ------------------------------------------------------------- batched sends
     async def send_batched(self, records: list[tuple[str, int, bytes, bytes | None]]) -> dict[tuple[str, int], int]:
@@ -334,15 +342,17 @@ class Runtime:
     async def send_encoded_batched(self, encoded: list[tuple[Output, bytes, bytes]]) -> list[Output]:
         """``send_outputs_batched`` for outputs already encoded by ``encode_output``."""
         records, sent = [], []
-        partitions: dict[str, list[int]] = {}
+        topics: dict[str, tuple[str, list[int]]] = {}  # output topic → (topic name, its partitions)
+        partition_of, partitions = self.partition_of, self.settings.partitions
         for output, key, value in encoded:
-            topic = self.settings.topic(output.topic)
-            if topic not in partitions:  # the producer's default partitioner: murmur2(key) over all partitions
-                partitions[topic] = sorted(await self._topic_partitions(topic))
-            known = partitions[topic]
+            found = topics.get(output.topic)
+            if found is None:  # the producer's default partitioner: murmur2(key) over all partitions
+                topic = self.settings.topic(output.topic)
+                found = topics[output.topic] = (topic, sorted(await self._topic_partitions(topic)))
+            topic, known = found
             n = len(known)  # an account's partition is cached for the positions' partition count
-            index = self.partition_of(output.key) if n == self.settings.partitions else partition_for(key, n)
-            records.append((topic, known[index], key, value))
+            records.append((topic, known[partition_of(output.key) if n == partitions else partition_for(key, n)],
+                            key, value))
             sent.append(output)
         if records:
             await self.send_batched(records)
@@ -663,6 +673,8 @@ class Runtime:
         if self.ledger is None:
             await self.on_fund_recovered()
         assert self.ledger is not None
+        if isinstance(self.ledger.settled, _Prefixed):
+            self.ledger.settled.refresh()
         source = Source(self.settings.topic("insurance-requests"), message.partition, message.offset,
                         message.key, message.value)
         try:
@@ -721,29 +733,26 @@ class Runtime:
             record["sharing"] = self.coordinator.to_dict()
         writes = self.ledger.settled.take() if isinstance(self.ledger.settled, _Prefixed) else []
         writes.append((self._balance_key(), record))
-        records = [r for r in (self._table_record(self.fund_table, key, value, partition,
-                                                  _with_encoded_outputs(value, encoded) if encoded else value)
-                               for key, value in writes) if r is not None]
+        table = self.fund_table
+        memory = _memory(table)
+        key_partition = getattr(table.data, "_key_partition", {})
+        topic = table.changelog_topic.get_topic_name()
+        records = []
+        for key, value in writes:
+            memory[key] = value
+            key_partition[key] = partition
+            try:
+                data = encode_bounded(_with_encoded_outputs(value, encoded) if encoded else value)
+            except EncodeError:
+                log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
+                self.counters["internal_error:state_encode"] += 1
+                continue
+            records.append((topic, partition, encode(key), data))
         # the ledger is durable before anything depends on it; a broker error is retried (the
         # records are built: sending them again writes the same values). Shielded: the table's
         # memory already holds them, so they reach the changelog even if the agent is cancelled.
         offsets = await asyncio.shield(self.retrying(lambda: self.send_batched(records), "writing the fund ledger"))
         self._track_offsets(self.fund_table, offsets)
-
-    def _table_record(self, table: Any, key: str, value: Any, partition: int,
-                      to_encode: Any = None) -> tuple[str, int, bytes, bytes] | None:
-        """``table[key] = value`` in memory, and its changelog record (topic, partition, key, value)
-        to send; None (logged, counted) when the value cannot be encoded. ``to_encode``: what to
-        encode for the value if not the value itself (the same JSON, parts of it already encoded)."""
-        _memory(table)[key] = value
-        getattr(table.data, "_key_partition", {})[key] = partition
-        try:
-            data = encode_bounded(value if to_encode is None else to_encode)
-        except EncodeError:
-            log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
-            self.counters["internal_error:state_encode"] += 1
-            return None
-        return table.changelog_topic.get_topic_name(), partition, encode(key), data
 
 
 def _memory(table: Any) -> Any:
@@ -754,49 +763,56 @@ def _memory(table: Any) -> Any:
     return inner if isinstance(inner, dict) else store
 
 
-def _with_encoded_items(record: Any, items: dict[int, bytes]) -> Any:
+def _with_encoded_items(record: list[Any], items: dict[int, bytes]) -> list[Any]:
     """An account record (``AccountState.to_record``) with the fund request items of its pending
-    liquidations found in ``items`` replaced by their bytes, embedded as they are: the same JSON."""
-    if not isinstance(record, list) or len(record) < 7 or not record[6]:
+    liquidations replaced by their bytes in ``items``, embedded as they are: the same JSON. The
+    record as it is if it holds an item not found there."""
+    if len(record) < 7 or not record[6]:
         return record
-    pending = []
-    for scope, lid, ts, outputs in record[6]:
-        replaced = []
-        for entry in outputs:
-            value = entry[2]
-            if entry[0] == "insurance-requests" and isinstance(value, dict) and isinstance(value.get("items"), list):
-                value = {**value, "items": [fragment(items[id(i)]) if id(i) in items else i for i in value["items"]]}
-            replaced.append([entry[0], entry[1], value])
-        pending.append([scope, lid, ts, replaced])
+    try:
+        pending = [[scope, lid, ts, [
+            [topic, key, {**value, "items": [fragment(items[id(item)]) for item in value["items"]]}]
+            if topic == "insurance-requests" else [topic, key, value]
+            for topic, key, value in outputs]]
+            for scope, lid, ts, outputs in record[6]]
+    except (KeyError, TypeError, ValueError):
+        return record
     return [*record[:6], pending, *record[7:]]
 
 
 def _with_encoded_outputs(value: Any, encoded: dict[int, bytes]) -> Any:
-    """A settled record (``{"at": .., "outputs": [[topic, key, value], ...]}``) with the output
-    values found in ``encoded`` replaced by their bytes, embedded as they are: the same JSON."""
-    if not isinstance(value, dict) or not isinstance(value.get("outputs"), list):
+    """A settled record (``{"at": .., "outputs": [[topic, key, value], ...]}``) with its output
+    values replaced by their bytes in ``encoded`` (by ``id``), embedded as they are: the same JSON.
+    The value as it is if it holds an output not found there (or is another record)."""
+    try:
+        return {**value, "outputs": [[topic, key, fragment(encoded[id(output)])]
+                                     for topic, key, output in value["outputs"]]}
+    except (KeyError, TypeError, ValueError):
         return value
-    outputs = []
-    for entry in value["outputs"]:
-        data = encoded.get(id(entry[2])) if isinstance(entry, list) and len(entry) == 3 else None
-        outputs.append(entry if data is None else [entry[0], entry[1], fragment(data)])
-    return {**value, "outputs": outputs}
 
 
 class _Prefixed:
     """A key-prefixed view of a table: the fund's settled records live beside its balance. A write
-    goes to the table's memory at once (``Runtime._table_record`` sets it again) and
+    goes to the table's memory at once (``Runtime._write_ledger`` sets it again) and
     waits in ``pending`` until the fund agent sends the message's records together (``take``)."""
 
     def __init__(self, table: Any, prefix: str) -> None:
         self.table, self.prefix = table, prefix
         self.pending: list[tuple[str, Any]] = []
+        self.memory: Any = None  # the table's memory (``_memory``), looked up again by ``refresh``
+
+    def refresh(self) -> None:
+        self.memory = _memory(self.table)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return _memory(self.table).get(self.prefix + key, default)
+        if self.memory is None:
+            self.refresh()
+        return self.memory.get(self.prefix + key, default)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        _memory(self.table)[self.prefix + key] = value
+        if self.memory is None:
+            self.refresh()
+        self.memory[self.prefix + key] = value
         self.pending.append((self.prefix + key, value))
 
     def take(self) -> list[tuple[str, Any]]:
