@@ -42,10 +42,10 @@ from .wire import encode_output
 log = logging.getLogger("worker")
 MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund", "loss-sharing"})
 DEFER_MAX_ACCOUNTS = 10_000  # changed accounts held back from the changelog at most
-# The fund requests of one publish are sent in messages of at most this many bytes of items (and
-# REQUEST_MAX_ITEMS items): far below the 1 MiB an input message may have, few messages per cascade.
+# The fund requests of one publish are sent in messages of REQUEST_MAX_ITEMS items, fewer where that
+# would make a message larger than REQUEST_MAX_BYTES (far below the 1 MiB an input message may have).
+REQUEST_MAX_ITEMS = 640
 REQUEST_MAX_BYTES = 512 * 1024
-REQUEST_MAX_ITEMS = 5_000
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -180,18 +180,16 @@ class Runtime:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def persist_dirty(self, items: dict[int, bytes] | None = None) -> int:
+    async def persist_dirty(self) -> int:
         """Write every changed account to the `accounts` changelog, in producer batches, delivered
         when it returns; returns how many. One writer at a time (``state_lock``, from taking the
-        changed accounts to their delivery): a later write is never older than an earlier one.
-        ``items``: fund request items already encoded (by ``id``), embedded as they are in the
-        pending liquidations that hold them."""
+        changed accounts to their delivery): a later write is never older than an earlier one."""
         async with self.state_lock:
             changed = self.engine.take_dirty()
             if not changed:
                 return 0
             try:
-                records = self._account_records(changed, items)
+                records = self._account_records(changed)
                 offsets = await self.send_batched(records)
             except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
                 self.engine.dirty.update(a.account_id for a in changed)
@@ -212,11 +210,9 @@ class Runtime:
             if record_topic == topic:
                 store.set_persisted_offset(TopicPartition(topic, partition), offset)
 
-    def _account_records(self, accounts: list[AccountState],
-                         items: dict[int, bytes] | None = None) -> list[tuple[str, int, bytes, bytes]]:
+    def _account_records(self, accounts: list[AccountState]) -> list[tuple[str, int, bytes, bytes]]:
         """The accounts' changelog records (topic, partition, key, value), with the table's in-memory
-        copy updated; an account whose state cannot be encoded is left out (logged, counted).
-        ``items``: see ``persist_dirty``."""
+        copy updated; an account whose state cannot be encoded is left out (logged, counted)."""
         table = self.accounts_table
         memory = _memory(table)
         key_partition = getattr(table.data, "_key_partition", {})
@@ -227,7 +223,7 @@ class Runtime:
             key = account.account_id
             value = account.to_record()  # the compact format (from_record reads both)
             try:
-                data = encode_bounded(_with_encoded_items(value, items) if items else value)
+                data = encode_bounded(value)
             except EncodeError:  # cannot happen for bounded inputs (tests/test_bounds.py); never a retry loop
                 log.critical("account %.80r: state not encodable; not written to the changelog", key)
                 self.counters["internal_error:state_encode"] += 1
@@ -283,56 +279,36 @@ class Runtime:
     async def _publish_batched(self, outputs: list[Output]) -> list[Output]:
         """``_publish`` when money moves (and a round's chunk): the changed accounts (with the
         pending liquidations' outputs) written and delivered first, then the outputs, each in
-        producer batches; returns what was sent. The fund requests' items are encoded once, for
-        both (``_pack_requests``)."""
-        encoded, items = self._pack_requests(outputs)
-        await self.persist_dirty(items)
-        return await self.send_encoded_batched(encoded)
+        producer batches; returns what was sent."""
+        await self.persist_dirty()
+        return await self.send_encoded_batched(self._pack_requests(outputs))
 
-    def _pack_requests(self, outputs: list[Output]) -> tuple[list[tuple[Output, bytes, bytes]], dict[int, bytes]]:
-        """``outputs`` encoded (``encode_output``), their `fund_request`s' items packed again into
-        messages of at most REQUEST_MAX_BYTES of items (REQUEST_MAX_ITEMS), in order, where the
-        first of them was; and each item's bytes by ``id``. The fund agent applies each item once by
+    def _pack_requests(self, outputs: list[Output]) -> list[tuple[Output, bytes, bytes]]:
+        """``outputs`` encoded (``encode_output``), their `fund_request`s' items packed again, in
+        order, into messages of REQUEST_MAX_ITEMS (fewer where a message would exceed
+        REQUEST_MAX_BYTES), where the first request was. The fund agent applies each item once by
         its liquidation id whatever message carries it, so how items are grouped changes nothing
         but the number of messages (and of ledger writes): a cascade's 10 000 liquidations go in
-        ~15 messages instead of the core's 50 (FUND_REQUEST_ITEMS). An item that cannot be encoded
-        leaves the requests as the core made them (``encode_output`` then stubs the message)."""
+        16 messages instead of the core's 50 (FUND_REQUEST_ITEMS)."""
         topic = "insurance-requests"
         requests = [o for o in outputs if o.topic == topic]
-        if not requests:
-            return [encode_output(self.engine, o) for o in outputs], {}
-        items: list[Any] = []
-        encoded: dict[int, bytes] = {}
-        try:
-            for request in requests:
-                if request.key != requests[0].key or request.value.get("type") != "fund_request":
-                    raise EncodeError("not one asset's fund requests")
-                for item in request.value["items"]:
-                    encoded[id(item)] = encode_bounded(item)
-                    items.append(item)
-        except (EncodeError, KeyError, TypeError, AttributeError):
-            return [encode_output(self.engine, o) for o in outputs], {}
-        key = requests[0].key.encode("utf-8")
+        if len(requests) < 2 or any(r.key != requests[0].key or r.value.get("type") != "fund_request"
+                                    for r in requests):
+            return [encode_output(self.engine, o) for o in outputs]
+        items = [item for request in requests for item in request.value["items"]]
+        chunks = [items[i:i + REQUEST_MAX_ITEMS] for i in range(0, len(items), REQUEST_MAX_ITEMS)]
         packed: list[tuple[Output, bytes, bytes]] = []
-        chunk: list[Any] = []
-        size = 0
-        for item in items + [None]:
-            data = None if item is None else encoded[id(item)]
-            if chunk and (data is None or size + len(data) > REQUEST_MAX_BYTES or len(chunk) >= REQUEST_MAX_ITEMS):
-                output = Output(topic, requests[0].key, fund_request(chunk))
-                try:
-                    value = encode_bounded({**output.value, "items": [fragment(encoded[id(i)]) for i in chunk]}, key)
-                except EncodeError:  # (one item beyond the output limit): its stub dead letter
-                    packed.append(encode_output(self.engine, output))
-                else:
-                    packed.append((output, key, value))
-                chunk, size = [], 0
-            if data is not None:
-                chunk.append(item)
-                size += len(data) + 1
+        while chunks:
+            chunk = chunks.pop(0)
+            output = Output(topic, requests[0].key, fund_request(chunk))
+            encoded = encode_output(self.engine, output)  # (an item beyond the output limit: a stub)
+            if len(chunk) > 1 and (encoded[0] is not output or len(encoded[2]) > REQUEST_MAX_BYTES):
+                chunks[:0] = [chunk[:len(chunk) // 2], chunk[len(chunk) // 2:]]  # halves, in order
+                continue
+            packed.append(encoded)
         first = outputs.index(requests[0])
         rest = [encode_output(self.engine, o) for o in outputs if o.topic != topic]
-        return rest[:first] + packed + rest[first:], encoded
+        return rest[:first] + packed + rest[first:]
 
     async def send_outputs_batched(self, outputs: list[Output]) -> list[Output]:
         """Send outputs (as ``_send``: encoded by ``encode_output``, to the partition the producer's
@@ -761,23 +737,6 @@ def _memory(table: Any) -> Any:
     store = table.data
     inner = getattr(store, "data", None)
     return inner if isinstance(inner, dict) else store
-
-
-def _with_encoded_items(record: list[Any], items: dict[int, bytes]) -> list[Any]:
-    """An account record (``AccountState.to_record``) with the fund request items of its pending
-    liquidations replaced by their bytes in ``items``, embedded as they are: the same JSON. The
-    record as it is if it holds an item not found there."""
-    if len(record) < 7 or not record[6]:
-        return record
-    try:
-        pending = [[scope, lid, ts, [
-            [topic, key, {**value, "items": [fragment(items[id(item)]) for item in value["items"]]}]
-            if topic == "insurance-requests" else [topic, key, value]
-            for topic, key, value in outputs]]
-            for scope, lid, ts, outputs in record[6]]
-    except (KeyError, TypeError, ValueError):
-        return record
-    return [*record[:6], pending, *record[7:]]
 
 
 def _with_encoded_outputs(value: Any, encoded: dict[int, bytes]) -> Any:
