@@ -16,7 +16,7 @@ from typing import Any, Callable, Final, Iterable, Sequence
 from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
 from .fund import InsuranceFund, record_deficits, request_item, settle
-from .liquidation import plan_liquidation, plan_to_dict
+from .liquidation import plan_liquidation, plan_to_list
 from .margin import Leg, MarginState, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
 from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event,
                       unpublishable_stub)
@@ -855,7 +855,7 @@ class Engine:
         item = None
         if self.remote_settlement:
             if plan.insurance_fund_units or plan.bankrupt:
-                item = request_item(plan_to_dict(plan), lid=lid, account_id=account.account_id, scope=scope,
+                item = request_item(plan_to_list(plan), lid=lid, account_id=account.account_id, scope=scope,
                                     ts=ts, trigger=trigger)
                 out.append(Output("insurance-requests", self.params.asset, fund_request([item])))
             if not plan.bankrupt:  # a solvent allocation does not depend on the fund

@@ -319,6 +319,33 @@ def plan_to_dict(plan: LiquidationPlan) -> dict[str, Any]:
     }
 
 
+def plan_to_list(plan: LiquidationPlan) -> list[Any]:
+    """The compact JSON form of a plan that fund requests carry (and the pending state holds):
+    ``plan_to_dict``'s values in its order, without the names, the closes as arrays too (a third of
+    the bytes, half the cost to encode and decode). ``plan_from_json`` reads both forms."""
+    return [plan.bankrupt, plan.severity_ppm, str(plan.equity_before_units), str(plan.maintenance_before_units),
+            str(plan.equity_after_units), str(plan.maintenance_after_units), str(plan.collateral_before_units),
+            str(plan.collateral_after_units), str(plan.penalty_units), str(plan.liquidator_units),
+            str(plan.protocol_units), str(plan.insurance_fund_units), str(plan.shortfall_units),
+            [[c.symbol, c.side, c.closed_lots, c.remaining_lots, c.mark_ticks, c.execution_ticks, c.entry_ticks,
+              str(c.realized_pnl_units), c.penalty_rate_ppm, str(c.penalty_units), c.recovery_rate_ppm]
+             for c in plan.closes]]
+
+
+def plan_from_json(data: dict[str, Any] | list[Any]) -> LiquidationPlan:
+    """A plan from either JSON form: the array (``plan_to_list``) or the dict (``plan_to_dict``,
+    what requests carried before the array: still in the topic or in a pending state)."""
+    if isinstance(data, dict):
+        return plan_from_dict(data)
+    if len(data) != 14:
+        raise ValueError(f"a plan array has 14 fields, not {len(data)}")
+    closes = tuple(Close(c[0], c[1], c[2], c[3], c[4], c[5], c[6], int(c[7]), c[8], int(c[9]), c[10])
+                   for c in data[13])
+    return LiquidationPlan(data[0], data[1], int(data[2]), int(data[3]), int(data[4]), int(data[5]), int(data[6]),
+                           int(data[7]), closes, int(data[8]), int(data[9]), int(data[10]), int(data[11]),
+                           int(data[12]))
+
+
 def plan_from_dict(data: dict[str, Any]) -> LiquidationPlan:
     """``plan_to_dict`` reversed (the fund agent rebuilds each request's plan: kept lean, the
     fields named and passed positionally)."""
