@@ -82,6 +82,9 @@ class Runtime:
         self.participant = RoundParticipant(self) if self.sharing else None
         self.snapshots_table: Any = None
         self.fund_next_offset = 0  # the fund agent applied `insurance-requests` up to here
+        # the fund's outputs handed to the producer, not yet confirmed delivered: (records, enqueued)
+        self._fund_unconfirmed: list[tuple[list[tuple[str, int, bytes, bytes]], list[Any]]] = []
+        self._fund_confirming = asyncio.Lock()
         self._partition_of: dict[str, int] = {}  # account → positions partition (murmur2 is pure Python)
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
         # wall-clock marks (time.time()) of the last rebalance and the takeover's cost, in /stats
@@ -241,20 +244,25 @@ class Runtime:
         records ``producer.send`` would write, in the same order per partition, but appended to a
         few producer batches per partition instead of one send (and one future) per record.
         Returns the offset of the last record delivered by (topic, partition) (none from a stand-in)."""
+        return await self._delivered(await self.enqueue_batched(records))
+
+    async def enqueue_batched(self, records: list[tuple[str, int, bytes, bytes | None]]) -> list[Any]:
+        """``send_batched`` up to handing the batches to the producer, in order per partition; what
+        ``_delivered`` waits for (a stand-in producer has delivered them already)."""
         faust_producer = self.app.producer
         producer = getattr(faust_producer, "_ensure_producer", None)
         if producer is None:  # not Faust's aiokafka producer (a stand-in): one send per record
             for topic, partition, key, value in records:
                 await faust_producer.send(topic, key, value, partition, None, None)
             await flush_now(faust_producer)
-            return {}
+            return []
         producer = producer()
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         for topic, partition, key, value in records:
             by_partition.setdefault((topic, partition), []).append((key, value))
-        offsets: dict[tuple[str, int], int] = {}
 
-        async def send_partition(topic: str, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
+        async def enqueue_partition(topic: str, partition: int,
+                                    items: list[tuple[bytes, bytes | None]]) -> tuple[str, int, int, list[Any]]:
             # the producer queues one batch per partition at a time: send_batch waits for the previous
             # one (or a lingering batch of single sends) to drain, which keeps the partition's order
             futures = []
@@ -268,12 +276,20 @@ class Runtime:
             batch.close()  # a closed batch is sent now, without the producer's linger
             last_count = batch.record_count()
             futures.append(await producer.send_batch(batch, topic, partition=partition))
+            return topic, partition, last_count, futures
+
+        return list(await asyncio.gather(*(enqueue_partition(t, p, items) for (t, p), items in by_partition.items())))
+
+    @staticmethod
+    async def _delivered(enqueued: list[Any]) -> dict[tuple[str, int], int]:
+        """Wait for the batches ``enqueue_batched`` handed to the producer; the offset of the last
+        record delivered by (topic, partition). Raises the first delivery error."""
+        offsets: dict[tuple[str, int], int] = {}
+        for topic, partition, last_count, futures in enqueued:
             delivered = await asyncio.gather(*futures)
             base_offset = getattr(delivered[-1], "offset", None)  # the last batch's first record
             if base_offset is not None and base_offset >= 0:
                 offsets[(topic, partition)] = base_offset + last_count - 1
-
-        await asyncio.gather(*(send_partition(t, p, items) for (t, p), items in by_partition.items()))
         return offsets
 
     async def _publish_batched(self, outputs: list[Output]) -> list[Output]:
@@ -317,22 +333,27 @@ class Runtime:
 
     async def send_encoded_batched(self, encoded: list[tuple[Output, bytes, bytes]]) -> list[Output]:
         """``send_outputs_batched`` for outputs already encoded by ``encode_output``."""
-        records, sent = [], []
+        records = await self._output_records(encoded)
+        if records:
+            await self.send_batched(records)
+        return [output for output, _, _ in encoded]
+
+    async def _output_records(self, encoded: list[tuple[Output, bytes, bytes]]) -> list[tuple[str, int, bytes, bytes]]:
+        """(topic, partition, key, value) of encoded outputs: the partition the producer's default
+        partitioner picks (murmur2 of the key over all the topic's partitions)."""
+        records = []
         topics: dict[str, tuple[str, list[int]]] = {}  # output topic → (topic name, its partitions)
         partition_of, partitions = self.partition_of, self.settings.partitions
         for output, key, value in encoded:
             found = topics.get(output.topic)
-            if found is None:  # the producer's default partitioner: murmur2(key) over all partitions
+            if found is None:
                 topic = self.settings.topic(output.topic)
                 found = topics[output.topic] = (topic, sorted(await self._topic_partitions(topic)))
             topic, known = found
             n = len(known)  # an account's partition is cached for the positions' partition count
             records.append((topic, known[partition_of(output.key) if n == partitions else partition_for(key, n)],
                             key, value))
-            sent.append(output)
-        if records:
-            await self.send_batched(records)
-        return sent
+        return records
 
     async def _topic_partitions(self, topic: str) -> set[int]:
         producer = getattr(self.app.producer, "_ensure_producer", None)
@@ -482,6 +503,7 @@ class Runtime:
         self.rebalance = {"revoked_at": time.time()}
         async with self.publish_lock:
             await self.persist_dirty()
+            await self.confirm_fund_outputs()
             await flush_now(self.app.producer)
             if self.owned:  # (not again when a rebalance interrupts the recovery of the last one)
                 self._kept = (self.owned, self.engine.accounts)
@@ -689,13 +711,35 @@ class Runtime:
                 fresh.extend(item_outputs)
         # each output encoded once: the same bytes are published and embedded in its settled record
         encoded = [encode_output(self.engine, output) for output in outputs]
+        records = await self._output_records(encoded)
         if applied:  # (a message applied before leaves the ledger as it is: its position never goes back)
             await self._write_ledger(message.offset, len(items), message.partition,
                                      {id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent})
-        await self.retrying(lambda: self.send_encoded_batched(encoded), "publishing the fund's outputs")
+        # The outputs are handed to the producer; their delivery is confirmed while the next request
+        # message is applied (``confirm_fund_outputs``, before that message's outputs) and before
+        # every offset commit: this message's offset is committed only once they are delivered.
+        await self.confirm_fund_outputs()
+        if records:
+            enqueued = await self.retrying(lambda: self.enqueue_batched(records), "publishing the fund's outputs")
+            self._fund_unconfirmed.append((records, enqueued))
         self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
+
+    async def confirm_fund_outputs(self) -> None:
+        """Wait until the fund's outputs handed to the producer are delivered; what failed is sent
+        again (with backoff, until delivered). Before every offset commit (Faust's producer flush)
+        and revocation, and by the fund agent before it publishes the next message's outputs."""
+        async with self._fund_confirming:
+            while self._fund_unconfirmed:
+                records, enqueued = self._fund_unconfirmed[0]
+                try:
+                    await self._delivered(enqueued)
+                except Exception:
+                    log.exception("publishing the fund's outputs failed; sending them again")
+                    self.counters["publish_retries"] += 1
+                    await self.retrying(lambda: self.send_batched(records), "publishing the fund's outputs")
+                self._fund_unconfirmed.pop(0)
 
     async def _write_ledger(self, offset: int, done: int, partition: int,
                             encoded: dict[int, bytes] | None = None) -> None:
@@ -817,7 +861,9 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     flush_producer = app.producer.flush
 
     async def flush_with_state() -> None:
-        """Faust flushes the producer before every offset commit: coalesced account writes go first."""
+        """Faust flushes the producer before every offset commit: the fund's outputs confirmed and
+        the coalesced account writes first."""
+        await runtime.confirm_fund_outputs()
         await runtime.persist_dirty()
         await flush_producer()
 
