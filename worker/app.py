@@ -82,9 +82,8 @@ class Runtime:
         self.participant = RoundParticipant(self) if self.sharing else None
         self.snapshots_table: Any = None
         self.fund_next_offset = 0  # the fund agent applied `insurance-requests` up to here
-        # the fund's outputs handed to the producer, not yet confirmed delivered: (records, enqueued)
-        self._fund_unconfirmed: list[tuple[list[tuple[str, int, bytes, bytes]], list[Any]]] = []
-        self._fund_confirming = asyncio.Lock()
+        # the last request message's ledger write and outputs, being delivered (``settle_fund_writes``)
+        self._fund_writes: asyncio.Future | None = None
         self._partition_of: dict[str, int] = {}  # account → positions partition (murmur2 is pure Python)
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
         # wall-clock marks (time.time()) of the last rebalance and the takeover's cost, in /stats
@@ -244,25 +243,20 @@ class Runtime:
         records ``producer.send`` would write, in the same order per partition, but appended to a
         few producer batches per partition instead of one send (and one future) per record.
         Returns the offset of the last record delivered by (topic, partition) (none from a stand-in)."""
-        return await self._delivered(await self.enqueue_batched(records))
-
-    async def enqueue_batched(self, records: list[tuple[str, int, bytes, bytes | None]]) -> list[Any]:
-        """``send_batched`` up to handing the batches to the producer, in order per partition; what
-        ``_delivered`` waits for (a stand-in producer has delivered them already)."""
         faust_producer = self.app.producer
         producer = getattr(faust_producer, "_ensure_producer", None)
         if producer is None:  # not Faust's aiokafka producer (a stand-in): one send per record
             for topic, partition, key, value in records:
                 await faust_producer.send(topic, key, value, partition, None, None)
             await flush_now(faust_producer)
-            return []
+            return {}
         producer = producer()
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
         for topic, partition, key, value in records:
             by_partition.setdefault((topic, partition), []).append((key, value))
+        offsets: dict[tuple[str, int], int] = {}
 
-        async def enqueue_partition(topic: str, partition: int,
-                                    items: list[tuple[bytes, bytes | None]]) -> tuple[str, int, int, list[Any]]:
+        async def send_partition(topic: str, partition: int, items: list[tuple[bytes, bytes | None]]) -> None:
             # the producer queues one batch per partition at a time: send_batch waits for the previous
             # one (or a lingering batch of single sends) to drain, which keeps the partition's order
             futures = []
@@ -276,20 +270,12 @@ class Runtime:
             batch.close()  # a closed batch is sent now, without the producer's linger
             last_count = batch.record_count()
             futures.append(await producer.send_batch(batch, topic, partition=partition))
-            return topic, partition, last_count, futures
-
-        return list(await asyncio.gather(*(enqueue_partition(t, p, items) for (t, p), items in by_partition.items())))
-
-    @staticmethod
-    async def _delivered(enqueued: list[Any]) -> dict[tuple[str, int], int]:
-        """Wait for the batches ``enqueue_batched`` handed to the producer; the offset of the last
-        record delivered by (topic, partition). Raises the first delivery error."""
-        offsets: dict[tuple[str, int], int] = {}
-        for topic, partition, last_count, futures in enqueued:
             delivered = await asyncio.gather(*futures)
             base_offset = getattr(delivered[-1], "offset", None)  # the last batch's first record
             if base_offset is not None and base_offset >= 0:
                 offsets[(topic, partition)] = base_offset + last_count - 1
+
+        await asyncio.gather(*(send_partition(t, p, items) for (t, p), items in by_partition.items()))
         return offsets
 
     async def _publish_batched(self, outputs: list[Output]) -> list[Output]:
@@ -503,7 +489,7 @@ class Runtime:
         self.rebalance = {"revoked_at": time.time()}
         async with self.publish_lock:
             await self.persist_dirty()
-            await self.confirm_fund_outputs()
+            await self.settle_fund_writes()
             await flush_now(self.app.producer)
             if self.owned:  # (not again when a rebalance interrupts the recovery of the last one)
                 self._kept = (self.owned, self.engine.accounts)
@@ -712,40 +698,50 @@ class Runtime:
         # each output encoded once: the same bytes are published and embedded in its settled record
         encoded = [encode_output(self.engine, output) for output in outputs]
         records = await self._output_records(encoded)
-        if applied:  # (a message applied before leaves the ledger as it is: its position never goes back)
-            await self._write_ledger(message.offset, len(items), message.partition,
-                                     {id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent})
-        # The outputs are handed to the producer; their delivery is confirmed while the next request
-        # message is applied (``confirm_fund_outputs``, before that message's outputs) and before
-        # every offset commit: this message's offset is committed only once they are delivered.
-        await self.confirm_fund_outputs()
-        if records:
-            enqueued = await self.retrying(lambda: self.enqueue_batched(records), "publishing the fund's outputs")
-            self._fund_unconfirmed.append((records, enqueued))
+        # (a message applied before leaves the ledger as it is: its position never goes back)
+        ledger = self._ledger_records(message.offset, len(items), message.partition, {
+            id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent}) if applied else []
+        # One message's writes in flight at a time, in order: the previous message's ledger and
+        # outputs are delivered before this one's are sent. With Faust's producer they are delivered
+        # while the next request message is applied: its offset is committed only after they are
+        # (``settle_fund_writes`` runs before every commit and on revocation).
+        await self.settle_fund_writes()
+        writes = asyncio.ensure_future(self._deliver_fund_writes(ledger, records))
+        if getattr(self.app.producer, "_ensure_producer", None) is not None:
+            self._fund_writes = writes
+        else:  # a stand-in producer (tests): delivered when this returns
+            await asyncio.shield(writes)
         self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
 
-    async def confirm_fund_outputs(self) -> None:
-        """Wait until the fund's outputs handed to the producer are delivered; what failed is sent
-        again (with backoff, until delivered). Before every offset commit (Faust's producer flush)
-        and revocation, and by the fund agent before it publishes the next message's outputs."""
-        async with self._fund_confirming:
-            while self._fund_unconfirmed:
-                records, enqueued = self._fund_unconfirmed[0]
-                try:
-                    await self._delivered(enqueued)
-                except Exception:
-                    log.exception("publishing the fund's outputs failed; sending them again")
-                    self.counters["publish_retries"] += 1
-                    await self.retrying(lambda: self.send_batched(records), "publishing the fund's outputs")
-                self._fund_unconfirmed.pop(0)
+    async def settle_fund_writes(self) -> None:
+        """Wait until the fund agent's writes in flight (a request message's ledger, then its
+        outputs) are delivered."""
+        writes = self._fund_writes
+        if writes is not None:
+            await asyncio.shield(writes)
+            if self._fund_writes is writes:
+                self._fund_writes = None
 
-    async def _write_ledger(self, offset: int, done: int, partition: int,
-                            encoded: dict[int, bytes] | None = None) -> None:
-        """The settled records of a request message, then its balance record, written and delivered.
-        ``encoded``: the bytes of output values already encoded (by ``id`` of the value, alive
-        meanwhile), embedded as they are in the settled records instead of being encoded again."""
+    async def _deliver_fund_writes(self, ledger: list[tuple[str, int, bytes, bytes]],
+                                   outputs: list[tuple[str, int, bytes, bytes]]) -> None:
+        """The ledger written and delivered before anything depends on it, then the outputs; a
+        broker error is retried (the records are built: sending them again writes the same values).
+        A task of its own: the table's memory already holds the ledger, so it reaches the changelog
+        even if the agent is cancelled."""
+        if ledger:
+            offsets = await self.retrying(lambda: self.send_batched(ledger), "writing the fund ledger")
+            self._track_offsets(self.fund_table, offsets)
+        if outputs:
+            await self.retrying(lambda: self.send_batched(outputs), "publishing the fund's outputs")
+
+    def _ledger_records(self, offset: int, done: int, partition: int,
+                        encoded: dict[int, bytes] | None = None) -> list[tuple[str, int, bytes, bytes]]:
+        """The settled records of a request message, then its balance record, set in the table's
+        memory; their changelog records (topic, partition, key, value), in that order. ``encoded``:
+        the bytes of output values already encoded (by ``id`` of the value, alive meanwhile),
+        embedded as they are in the settled records instead of being encoded again."""
         assert self.ledger is not None
         # the balance as an integer string: a sum of penalties is not bounded by 64 bits
         record = {"balance": str(self.ledger.fund.balance_units), "offset": offset, "done": done}
@@ -768,11 +764,7 @@ class Runtime:
                 self.counters["internal_error:state_encode"] += 1
                 continue
             records.append((topic, partition, encode(key), data))
-        # the ledger is durable before anything depends on it; a broker error is retried (the
-        # records are built: sending them again writes the same values). Shielded: the table's
-        # memory already holds them, so they reach the changelog even if the agent is cancelled.
-        offsets = await asyncio.shield(self.retrying(lambda: self.send_batched(records), "writing the fund ledger"))
-        self._track_offsets(self.fund_table, offsets)
+        return records
 
 
 def _memory(table: Any) -> Any:
@@ -861,9 +853,9 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     flush_producer = app.producer.flush
 
     async def flush_with_state() -> None:
-        """Faust flushes the producer before every offset commit: the fund's outputs confirmed and
-        the coalesced account writes first."""
-        await runtime.confirm_fund_outputs()
+        """Faust flushes the producer before every offset commit: the fund agent's writes in flight
+        and the coalesced account writes first."""
+        await runtime.settle_fund_writes()
         await runtime.persist_dirty()
         await flush_producer()
 
