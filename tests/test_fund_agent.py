@@ -211,3 +211,35 @@ def test_with_a_batching_producer_a_message_is_delivered_while_the_next_is_appli
     assert sorted(sent) == sorted(waiting_producer.sent)
     assert by_key(sent) == by_key(waiting_producer.sent)
     assert [s for s in sent if s[0] == CHANGELOG] == [s for s in waiting_producer.sent if s[0] == CHANGELOG]
+
+
+def test_a_publish_packs_its_fund_requests_in_order_into_fewer_bounded_messages():
+    """``Runtime._pack_requests``: the items of a publish's `fund_request`s go out in order, in
+    messages of at most REQUEST_MAX_ITEMS items and REQUEST_MAX_BYTES (a larger one is halved), where
+    the first request was; the other outputs keep their order; one request goes out as it is."""
+    from worker.core.outputs import Output
+
+    runtime, _ = runtime_with(Table())
+    items = [{"liquidation_id": f"{i:032x}", "account_id": f"a{i}", "scope": "cross", "ts": i,
+              "trigger": ["mark", "BTC-PERP", 1, 100], "plan": [True, 0, "0"] + ["1" * (i % 7)] * 11}
+             for i in range(1_500)]
+    allocation = Output("liquidations", "a0", {"type": "liquidation", "n": 1})
+    call = Output("margin-calls", "a1", {"type": "margin_call", "n": 2})
+    outputs = [allocation] + [Output("insurance-requests", "USD", fund_request(items[i:i + 200]))
+                              for i in range(0, len(items), 200)] + [call]
+    packed = runtime._pack_requests(outputs)
+    requests = [(o, value) for o, _, value in packed if o.topic == "insurance-requests"]
+    assert [o for o, _, _ in packed] == [allocation] + [o for o, _ in requests] + [call]
+    assert [len(o.value["items"]) for o, _ in requests] == [640, 640, 220]  # not 8 of 200
+    assert [i for o, _ in requests for i in o.value["items"]] == items
+    assert all(key == o.key.encode() and orjson.loads(value) == o.value for o, key, value in packed)
+    # a message that would pass REQUEST_MAX_BYTES is halved until it does not
+    big = [{**item, "plan": ["x" * 2_000]} for item in items[:640]]  # ~2 KB each: 1.3 MB in 640
+    halves = runtime._pack_requests([Output("insurance-requests", "USD", fund_request(big[:320])),
+                                     Output("insurance-requests", "USD", fund_request(big[320:]))])
+    assert [len(o.value["items"]) for o, _, _ in halves] == [160, 160, 160, 160]
+    assert all(len(value) <= app_module.REQUEST_MAX_BYTES for _, _, value in halves)
+    assert [i for o, _, _ in halves for i in o.value["items"]] == big
+    # a single request (a tick's few liquidations) goes out as the core made it
+    [(single, _, value)] = runtime._pack_requests([outputs[1]])
+    assert single is outputs[1] and orjson.loads(value) == outputs[1].value
