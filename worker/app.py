@@ -697,7 +697,8 @@ class Runtime:
                 fresh.extend(item_outputs)
         # each output encoded once: the same bytes are published and embedded in its settled record
         encoded = [encode_output(self.engine, output) for output in outputs]
-        records = await self._output_records(encoded)
+        # (the partitions: a metadata request, retried as the sends are)
+        records = await self.retrying(lambda: self._output_records(encoded), "publishing the fund's outputs")
         # (a message applied before leaves the ledger as it is: its position never goes back)
         ledger = self._ledger_records(message.offset, len(items), message.partition, {
             id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent}) if applied else []
