@@ -134,15 +134,17 @@ def start_bare(bootstrap: str, topic: str, log_dir: Path) -> tuple[subprocess.Po
     return proc, port
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU time of these processes so far (Linux /proc), in seconds."""
+def cpu_seconds(pids: list[int], system: bool = False) -> float:
+    """User + system CPU time of these processes so far (Linux /proc), in seconds (``system``: the
+    system time alone)."""
     total = 0
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15), in clock ticks
+        # utime, stime (fields 14 and 15), in clock ticks
+        total += int(fields[12]) if system else int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
 
@@ -301,6 +303,7 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
             spy = py_spy_record(group.procs[0].pid, py_spy / f"cascade-{prefix}worker0.txt", rate=250)
             await asyncio.sleep(1.0)
         cpu_before = cpu_seconds([proc.pid for proc in group.procs])
+        sys_before = cpu_seconds([proc.pid for proc in group.procs], system=True)
         sent = time.perf_counter()
         await producer.send_and_wait(prefix + "mark-prices", orjson.dumps(mark(155_000, ticks + 10, T0 + 100_000)),
                                      key=b"BTC-PERP")
@@ -310,6 +313,7 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
                 crowd_liquidated += sum(1 for r in records if orjson.loads(r.value)["account_id"].startswith("c"))
         results["cascade_s"] = time.perf_counter() - sent
         results["cascade_cpu_s"] = cpu_seconds([proc.pid for proc in group.procs]) - cpu_before
+        results["cascade_sys_s"] = cpu_seconds([proc.pid for proc in group.procs], system=True) - sys_before
         results["cascade_liquidations"] = crowd_liquidated
         if spy is not None:
             await asyncio.sleep(0.5)
@@ -349,7 +353,7 @@ def print_latency_and_cascade(label: str, lc: dict, cascade_accounts: int) -> No
           f"over {lc['latency_n']} ticks, ~2 000 background events/s", flush=True)
     print(f"{label}cascade               : {lc['cascade_liquidations']:,} liquidations among "
           f"{cascade_accounts:,} accounts published in {lc['cascade_s']:.2f} s "
-          f"(workers' CPU {lc['cascade_cpu_s']:.2f} s)", flush=True)
+          f"(workers' CPU {lc['cascade_cpu_s']:.2f} s, system {lc['cascade_sys_s']:.2f} s)", flush=True)
 
 
 async def main() -> int:

@@ -106,7 +106,9 @@ class WorkerMetrics:
                 liquidations[outcome] = liquidations.get(outcome, 0) + 1
                 totals = value["totals"]
                 for name in ALLOCATION_TOTALS:
-                    sums[name] += _units(totals[name])
+                    text = totals[name]
+                    if text.strip("0.-"):  # (most totals are zero: "0.000000")
+                        sums[name] += _units(text)
             elif kind == "dead_letter":
                 self.dead_letters.labels(value["error"]["code"]).inc()
             elif kind in ("haircut_round", "repayment_round"):

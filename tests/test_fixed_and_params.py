@@ -82,6 +82,15 @@ def test_format_units(units, decimals, expected):
     assert format_units(units, decimals) == expected
 
 
+@given(st.integers(min_value=-10**30, max_value=10**30), st.integers(min_value=0, max_value=30))
+def test_format_units_is_the_decimal_string_of_units_at_scale(units, decimals):
+    # the reference: pad the digits to decimals + 1, put the point before the last `decimals`
+    digits = str(abs(units)).rjust(decimals + 1, "0")
+    expected = digits if decimals == 0 else f"{digits[:-decimals]}.{digits[-decimals:]}"
+    assert format_units(units, decimals) == ("-" if units < 0 else "") + expected
+    assert parse_decimal(format_units(units, decimals), decimals) == units
+
+
 def test_named_roundings_differ_only_where_they_should():
     # -7/2 = -3.5: floor -4, ceil -3, half-even -4 (even); 5/2 = 2.5: half-even 2
     assert (floor_div(-7, 2), ceil_div(-7, 2), half_even_div(-7, 2)) == (-4, -3, -4)

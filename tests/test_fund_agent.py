@@ -101,3 +101,145 @@ def test_a_crash_between_the_settled_records_and_the_balance_record_gives_the_sa
     assert outputs_again == outputs
     assert ledger_again == ledger
     assert taker.ledger.fund.balance_units == balance
+
+
+class BatchingProducer:
+    """Stands in for Faust's aiokafka producer as ``Runtime.send_batched`` uses it (``create_batch``,
+    ``send_batch``): each batch's delivery is a future the test resolves (``deliver``) or fails."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []  # (topic, key, value) as batches are handed over
+        self.in_flight: list[asyncio.Future] = []
+
+    def _ensure_producer(self):  # noqa: ANN202
+        return self
+
+    async def partitions_for(self, topic):  # noqa: ANN001
+        return set(range(4))
+
+    def create_batch(self):  # noqa: ANN202
+        records: list = []
+        return types.SimpleNamespace(records=records, close=lambda: None, record_count=lambda: len(records),
+                                     append=lambda key, value, timestamp: records.append((key, value)) or True)
+
+    async def send_batch(self, batch, topic, partition):  # noqa: ANN001
+        self.sent.extend((topic, key, value) for key, value in batch.records)
+        future = asyncio.get_running_loop().create_future()
+        self.in_flight.append(future)
+        return future
+
+    def deliver(self, error: Exception | None = None) -> int:
+        """Resolve (or fail) every delivery in flight; how many."""
+        futures, self.in_flight = self.in_flight, []
+        for future in futures:
+            if error is None:
+                future.set_result(types.SimpleNamespace(offset=0))
+            else:
+                future.set_exception(error)
+        return len(futures)
+
+
+def test_with_a_batching_producer_a_message_is_delivered_while_the_next_is_applied_ledger_first():
+    """With Faust's producer the fund agent returns once a message's writes are handed over; they are
+    delivered (the ledger first, then the outputs) while the next message is applied, before that
+    one's writes, and before any offset commit (``settle_fund_writes``, Faust's producer flush).
+    What is sent is what the agent sends when it waits for each message (``FakeProducer``), in the
+    same order per partition."""
+    messages = request_messages()
+    waiting, waiting_producer = runtime_with(Table())
+    for message in messages:
+        deliver(waiting, waiting_producer, message)
+
+    async def scenario() -> list:
+        producer = BatchingProducer()
+        runtime = app_module.Runtime(resolve(environ={}), load_params(EXAMPLES / "params.toml"),
+                                     types.SimpleNamespace(producer=producer))
+        runtime.fund_table = Table()
+
+        async def spin() -> None:  # let the tasks in flight run as far as they can
+            for _ in range(20):
+                await asyncio.sleep(0)
+
+        async def settle() -> None:  # deliveries as the broker would acknowledge them, until none is due
+            for _ in range(100):
+                producer.deliver()
+                await spin()
+                writes = runtime._fund_writes
+                if not producer.in_flight and (writes is None or writes.done()):
+                    return
+            raise AssertionError("writes still in flight")
+
+        await runtime.on_fund_request(messages[0])
+        await spin()
+        # returned with the ledger handed over, not delivered, and the outputs not sent yet
+        assert producer.sent and {topic for topic, _, _ in producer.sent} == {CHANGELOG}
+        ledger_only = len(producer.sent)
+        commit = asyncio.ensure_future(runtime.settle_fund_writes())  # a commit waits for them
+        second = asyncio.ensure_future(runtime.on_fund_request(messages[1]))  # applied meanwhile...
+        await spin()
+        assert not commit.done() and not second.done()
+        assert len(producer.sent) == ledger_only  # ...but its writes wait for the first message's
+        producer.deliver()  # the ledger delivered: the outputs follow
+        await spin()
+        assert {topic for topic, _, _ in producer.sent[ledger_only:]} == {"insurance-fund", "liquidations"}
+        half = len(producer.sent) - ledger_only  # the first message's outputs
+        assert not commit.done()
+        producer.deliver(ConnectionError("broker unreachable"))  # their delivery fails: sent again
+        for _ in range(3000):  # (the retry waits its backoff first)
+            if commit.done():
+                break
+            await asyncio.sleep(0.01)
+            producer.deliver()
+        assert runtime.counters["publish_retries"] == 1
+        outputs = producer.sent[ledger_only:ledger_only + half]
+        assert producer.sent[ledger_only + half:ledger_only + 2 * half] == outputs  # the failed ones, again
+        await settle()
+        await second
+        await settle()
+        await runtime.settle_fund_writes()
+        assert not producer.in_flight
+        return producer.sent[:ledger_only + half] + producer.sent[ledger_only + 2 * half:]  # (once)
+
+    def by_key(records: list) -> dict:  # (topic, key) → values in order: one partition's order
+        grouped: dict = {}
+        for topic, key, value in records:
+            grouped.setdefault((topic, key), []).append(value)
+        return grouped
+
+    sent = asyncio.run(scenario())
+    # the same records; in the same order per key (so per partition), the ledger's in full
+    assert sorted(sent) == sorted(waiting_producer.sent)
+    assert by_key(sent) == by_key(waiting_producer.sent)
+    assert [s for s in sent if s[0] == CHANGELOG] == [s for s in waiting_producer.sent if s[0] == CHANGELOG]
+
+
+def test_a_publish_packs_its_fund_requests_in_order_into_fewer_bounded_messages():
+    """``Runtime._pack_requests``: the items of a publish's `fund_request`s go out in order, in
+    messages of at most REQUEST_MAX_ITEMS items and REQUEST_MAX_BYTES (a larger one is halved), where
+    the first request was; the other outputs keep their order; one request goes out as it is."""
+    from worker.core.outputs import Output
+
+    runtime, _ = runtime_with(Table())
+    items = [{"liquidation_id": f"{i:032x}", "account_id": f"a{i}", "scope": "cross", "ts": i,
+              "trigger": ["mark", "BTC-PERP", 1, 100], "plan": [True, 0, "0"] + ["1" * (i % 7)] * 11}
+             for i in range(1_500)]
+    allocation = Output("liquidations", "a0", {"type": "liquidation", "n": 1})
+    call = Output("margin-calls", "a1", {"type": "margin_call", "n": 2})
+    outputs = [allocation] + [Output("insurance-requests", "USD", fund_request(items[i:i + 200]))
+                              for i in range(0, len(items), 200)] + [call]
+    packed = runtime._pack_requests(outputs)
+    requests = [(o, value) for o, _, value in packed if o.topic == "insurance-requests"]
+    assert [o for o, _, _ in packed] == [allocation] + [o for o, _ in requests] + [call]
+    assert [len(o.value["items"]) for o, _ in requests] == [640, 640, 220]  # not 8 of 200
+    assert [i for o, _ in requests for i in o.value["items"]] == items
+    assert all(key == o.key.encode() and orjson.loads(value) == o.value for o, key, value in packed)
+    # a message that would pass REQUEST_MAX_BYTES is halved until it does not
+    big = [{**item, "plan": ["x" * 2_000]} for item in items[:640]]  # ~2 KB each: 1.3 MB in 640
+    halves = runtime._pack_requests([Output("insurance-requests", "USD", fund_request(big[:320])),
+                                     Output("insurance-requests", "USD", fund_request(big[320:]))])
+    assert [len(o.value["items"]) for o, _, _ in halves] == [160, 160, 160, 160]
+    assert all(len(value) <= app_module.REQUEST_MAX_BYTES for _, _, value in halves)
+    assert [i for o, _, _ in halves for i in o.value["items"]] == big
+    # a single request (a tick's few liquidations) goes out as the core made it
+    [(single, _, value)] = runtime._pack_requests([outputs[1]])
+    assert single is outputs[1] and orjson.loads(value) == outputs[1].value

@@ -39,9 +39,9 @@ def decode(raw: bytes | None) -> Any:
         raise DecodeError("decode_error", f"not JSON: {exc}"[:200]) from None
 
 
-def encode(value: Any) -> bytes:
-    """JSON bytes, keys in insertion order (byte-identical for equal inputs)."""
-    return orjson.dumps(value)
+# encode(value) → JSON bytes, keys in insertion order (byte-identical for equal inputs): orjson's
+# own function, called directly (a wrapper cost ~1 µs per record in a cascade's 40 000)
+encode = orjson.dumps
 
 
 def encode_bounded(value: Any, key: bytes | None = None, limit: int = MAX_OUTPUT_BYTES) -> bytes:
@@ -55,6 +55,11 @@ def encode_bounded(value: Any, key: bytes | None = None, limit: int = MAX_OUTPUT
     if size > limit:
         raise EncodeError(f"{size} bytes exceed the {limit}-byte output limit")
     return data
+
+
+# JSON bytes (from ``encode``) to embed as they are in a value given to ``encode``: the result is the
+# same bytes as encoding the decoded value in their place, without encoding it again.
+fragment = orjson.Fragment
 
 
 def encode_key(key: str | None) -> bytes | None:

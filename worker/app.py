@@ -24,7 +24,7 @@ import faust
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
-from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded
+from topics.codec import DecodeError, EncodeError, decode, encode, encode_bounded, fragment
 
 from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
@@ -43,6 +43,10 @@ log = logging.getLogger("worker")
 MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund", "loss-sharing"})
 DEFER_MAX_ACCOUNTS = 10_000  # changed accounts held back from the changelog at most
 PERSIST_CHUNK_ACCOUNTS = 1_000  # accounts written per hold of the state lock (persist_dirty)
+# The fund requests of one publish are sent in messages of REQUEST_MAX_ITEMS items, fewer where that
+# would make a message larger than REQUEST_MAX_BYTES (far below the 1 MiB an input message may have).
+REQUEST_MAX_ITEMS = 640
+REQUEST_MAX_BYTES = 512 * 1024
 
 
 def accounts_named(outputs: list[Output]) -> set[str] | None:
@@ -66,6 +70,7 @@ def accounts_named(outputs: list[Output]) -> set[str] | None:
         elif output.topic in MONEY_TOPICS:
             return None
     return named
+
 
 
 def partition_for(key: bytes, partitions: int) -> int:
@@ -102,6 +107,8 @@ class Runtime:
         self.participant = RoundParticipant(self) if self.sharing else None
         self.snapshots_table: Any = None
         self.fund_next_offset = 0  # the fund agent applied `insurance-requests` up to here
+        # the last request message's ledger write and outputs, being delivered (``settle_fund_writes``)
+        self._fund_writes: asyncio.Future | None = None
         self._partition_of: dict[str, int] = {}  # account → positions partition (murmur2 is pure Python)
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
         # wall-clock marks (time.time()) of the last rebalance and the takeover's cost, in /stats
@@ -229,7 +236,7 @@ class Runtime:
             if not changed:
                 return 0
             try:
-                records = [r for r in map(self._account_record, changed) if r is not None]
+                records = self._account_records(changed)
                 offsets = await self.send_batched(records)
             except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
                 dirty.update(a.account_id for a in changed)
@@ -250,23 +257,30 @@ class Runtime:
             if record_topic == topic:
                 store.set_persisted_offset(TopicPartition(topic, partition), offset)
 
-    def _account_record(self, account: AccountState) -> tuple[str, int, bytes, bytes] | None:
-        """The account's changelog record (topic, partition, key, value), with the table's in-memory
-        copy updated; None when the state cannot be encoded."""
-        key = account.account_id
-        value = account.to_record()  # the compact format (from_record reads both)
-        try:
-            data = encode_bounded(value)
-        except EncodeError:  # cannot happen for bounded inputs (tests/test_bounds.py); never a retry loop
-            log.critical("account %.80r: state not encodable; not written to the changelog", key)
-            self.counters["internal_error:state_encode"] += 1
-            return None
-        partition = self.partition_of(key)
+    def _account_records(self, accounts: list[AccountState]) -> list[tuple[str, int, bytes, bytes]]:
+        """The accounts' changelog records (topic, partition, key, value), with the table's in-memory
+        copy updated; an account whose state cannot be encoded is left out (logged, counted)."""
         table = self.accounts_table
-        table.data[key] = value
-        getattr(table.data, "_key_partition", {})[key] = partition
-        # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
-        return table.changelog_topic.get_topic_name(), partition, encode(key), data
+        memory = _memory(table)
+        key_partition = getattr(table.data, "_key_partition", {})
+        topic = table.changelog_topic.get_topic_name()
+        partition_of = self.partition_of
+        records = []
+        for account in accounts:
+            key = account.account_id
+            value = account.to_record()  # the compact format (from_record reads both)
+            try:
+                data = encode_bounded(value)
+            except EncodeError:  # cannot happen for bounded inputs (tests/test_bounds.py); never a retry loop
+                log.critical("account %.80r: state not encodable; not written to the changelog", key)
+                self.counters["internal_error:state_encode"] += 1
+                continue
+            partition = partition_of(key)
+            memory[key] = value
+            key_partition[key] = partition
+            # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
+            records.append((topic, partition, encode(key), data))
+        return records
 
     # ------------------------------------------------------------- batched sends
     async def send_batched(self, records: list[tuple[str, int, bytes, bytes | None]]) -> dict[tuple[str, int], int]:
@@ -321,26 +335,63 @@ class Runtime:
         events changed since then (the tail of tick → liquidation). Outputs that name no account
         (a round's) write every changed account first, as before."""
         await self.persist_dirty(accounts_named(outputs))
-        return await self.send_outputs_batched(outputs)
+        return await self.send_encoded_batched(self._pack_requests(outputs))
+
+    def _pack_requests(self, outputs: list[Output]) -> list[tuple[Output, bytes, bytes]]:
+        """``outputs`` encoded (``encode_output``), their `fund_request`s' items packed again, in
+        order, into messages of REQUEST_MAX_ITEMS (fewer where a message would exceed
+        REQUEST_MAX_BYTES), where the first request was. The fund agent applies each item once by
+        its liquidation id whatever message carries it, so how items are grouped changes nothing
+        but the number of messages (and of ledger writes): a cascade's 10 000 liquidations go in
+        16 messages instead of the core's 50 (FUND_REQUEST_ITEMS)."""
+        topic = "insurance-requests"
+        requests = [o for o in outputs if o.topic == topic]
+        if len(requests) < 2 or any(r.key != requests[0].key or r.value.get("type") != "fund_request"
+                                    for r in requests):
+            return [encode_output(self.engine, o) for o in outputs]
+        items = [item for request in requests for item in request.value["items"]]
+        chunks = [items[i:i + REQUEST_MAX_ITEMS] for i in range(0, len(items), REQUEST_MAX_ITEMS)]
+        packed: list[tuple[Output, bytes, bytes]] = []
+        while chunks:
+            chunk = chunks.pop(0)
+            output = Output(topic, requests[0].key, fund_request(chunk))
+            encoded = encode_output(self.engine, output)  # (an item beyond the output limit: a stub)
+            if len(chunk) > 1 and (encoded[0] is not output or len(encoded[2]) > REQUEST_MAX_BYTES):
+                chunks[:0] = [chunk[:len(chunk) // 2], chunk[len(chunk) // 2:]]  # halves, in order
+                continue
+            packed.append(encoded)
+        first = outputs.index(requests[0])
+        rest = [encode_output(self.engine, o) for o in outputs if o.topic != topic]
+        return rest[:first] + packed + rest[first:]
 
     async def send_outputs_batched(self, outputs: list[Output]) -> list[Output]:
         """Send outputs (as ``_send``: encoded by ``encode_output``, to the partition the producer's
         default partitioner picks) in producer batches; delivered when it returns."""
-        records, sent = [], []
-        partitions: dict[str, list[int]] = {}
-        for output in outputs:
-            output, key, value = encode_output(self.engine, output)
-            topic = self.settings.topic(output.topic)
-            if topic not in partitions:  # the producer's default partitioner: murmur2(key) over all partitions
-                partitions[topic] = sorted(await self._topic_partitions(topic))
-            known = partitions[topic]
-            n = len(known)  # an account's partition is cached for the positions' partition count
-            index = self.partition_of(output.key) if n == self.settings.partitions else partition_for(key, n)
-            records.append((topic, known[index], key, value))
-            sent.append(output)
+        return await self.send_encoded_batched([encode_output(self.engine, output) for output in outputs])
+
+    async def send_encoded_batched(self, encoded: list[tuple[Output, bytes, bytes]]) -> list[Output]:
+        """``send_outputs_batched`` for outputs already encoded by ``encode_output``."""
+        records = await self._output_records(encoded)
         if records:
             await self.send_batched(records)
-        return sent
+        return [output for output, _, _ in encoded]
+
+    async def _output_records(self, encoded: list[tuple[Output, bytes, bytes]]) -> list[tuple[str, int, bytes, bytes]]:
+        """(topic, partition, key, value) of encoded outputs: the partition the producer's default
+        partitioner picks (murmur2 of the key over all the topic's partitions)."""
+        records = []
+        topics: dict[str, tuple[str, list[int]]] = {}  # output topic → (topic name, its partitions)
+        partition_of, partitions = self.partition_of, self.settings.partitions
+        for output, key, value in encoded:
+            found = topics.get(output.topic)
+            if found is None:
+                topic = self.settings.topic(output.topic)
+                found = topics[output.topic] = (topic, sorted(await self._topic_partitions(topic)))
+            topic, known = found
+            n = len(known)  # an account's partition is cached for the positions' partition count
+            records.append((topic, known[partition_of(output.key) if n == partitions else partition_for(key, n)],
+                            key, value))
+        return records
 
     async def _topic_partitions(self, topic: str) -> set[int]:
         producer = getattr(self.app.producer, "_ensure_producer", None)
@@ -501,6 +552,7 @@ class Runtime:
         self.rebalance = {"revoked_at": time.time()}
         async with self.publish_lock:
             await self.persist_dirty()
+            await self.settle_fund_writes()
             await flush_now(self.app.producer)
             if self.owned:  # (not again when a rebalance interrupts the recovery of the last one)
                 self._kept = (self.owned, self.engine.accounts)
@@ -668,6 +720,8 @@ class Runtime:
         if self.ledger is None:
             await self.on_fund_recovered()
         assert self.ledger is not None
+        if isinstance(self.ledger.settled, _Prefixed):
+            self.ledger.settled.refresh()
         source = Source(self.settings.topic("insurance-requests"), message.partition, message.offset,
                         message.key, message.value)
         try:
@@ -704,15 +758,54 @@ class Runtime:
             outputs.extend(item_outputs)
             if moved:
                 fresh.extend(item_outputs)
-        if applied:  # (a message applied before leaves the ledger as it is: its position never goes back)
-            await self._write_ledger(message.offset, len(items), message.partition)
-        await self.retrying(lambda: self.send_outputs_batched(outputs), "publishing the fund's outputs")
+        # each output encoded once: the same bytes are published and embedded in its settled record
+        encoded = [encode_output(self.engine, output) for output in outputs]
+        # (the partitions: a metadata request, retried as the sends are)
+        records = await self.retrying(lambda: self._output_records(encoded), "publishing the fund's outputs")
+        # (a message applied before leaves the ledger as it is: its position never goes back)
+        ledger = self._ledger_records(message.offset, len(items), message.partition, {
+            id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent}) if applied else []
+        # One message's writes in flight at a time, in order: the previous message's ledger and
+        # outputs are delivered before this one's are sent. With Faust's producer they are delivered
+        # while the next request message is applied: its offset is committed only after they are
+        # (``settle_fund_writes`` runs before every commit and on revocation).
+        await self.settle_fund_writes()
+        writes = asyncio.ensure_future(self._deliver_fund_writes(ledger, records))
+        if getattr(self.app.producer, "_ensure_producer", None) is not None:
+            self._fund_writes = writes
+        else:  # a stand-in producer (tests): delivered when this returns
+            await asyncio.shield(writes)
         self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
 
-    async def _write_ledger(self, offset: int, done: int, partition: int) -> None:
-        """The settled records of a request message, then its balance record, written and delivered."""
+    async def settle_fund_writes(self) -> None:
+        """Wait until the fund agent's writes in flight (a request message's ledger, then its
+        outputs) are delivered."""
+        writes = self._fund_writes
+        if writes is not None:
+            await asyncio.shield(writes)
+            if self._fund_writes is writes:
+                self._fund_writes = None
+
+    async def _deliver_fund_writes(self, ledger: list[tuple[str, int, bytes, bytes]],
+                                   outputs: list[tuple[str, int, bytes, bytes]]) -> None:
+        """The ledger written and delivered before anything depends on it, then the outputs; a
+        broker error is retried (the records are built: sending them again writes the same values).
+        A task of its own: the table's memory already holds the ledger, so it reaches the changelog
+        even if the agent is cancelled."""
+        if ledger:
+            offsets = await self.retrying(lambda: self.send_batched(ledger), "writing the fund ledger")
+            self._track_offsets(self.fund_table, offsets)
+        if outputs:
+            await self.retrying(lambda: self.send_batched(outputs), "publishing the fund's outputs")
+
+    def _ledger_records(self, offset: int, done: int, partition: int,
+                        encoded: dict[int, bytes] | None = None) -> list[tuple[str, int, bytes, bytes]]:
+        """The settled records of a request message, then its balance record, set in the table's
+        memory; their changelog records (topic, partition, key, value), in that order. ``encoded``:
+        the bytes of output values already encoded (by ``id`` of the value, alive meanwhile),
+        embedded as they are in the settled records instead of being encoded again."""
         assert self.ledger is not None
         # the balance as an integer string: a sum of penalties is not bounded by 64 bits
         record = {"balance": str(self.ledger.fund.balance_units), "offset": offset, "done": done}
@@ -720,42 +813,65 @@ class Runtime:
             record["sharing"] = self.coordinator.to_dict()
         writes = self.ledger.settled.take() if isinstance(self.ledger.settled, _Prefixed) else []
         writes.append((self._balance_key(), record))
-        records = [r for r in (self._table_record(self.fund_table, key, value, partition)
-                               for key, value in writes) if r is not None]
-        # the ledger is durable before anything depends on it; a broker error is retried (the
-        # records are built: sending them again writes the same values). Shielded: the table's
-        # memory already holds them, so they reach the changelog even if the agent is cancelled.
-        offsets = await asyncio.shield(self.retrying(lambda: self.send_batched(records), "writing the fund ledger"))
-        self._track_offsets(self.fund_table, offsets)
+        table = self.fund_table
+        memory = _memory(table)
+        key_partition = getattr(table.data, "_key_partition", {})
+        topic = table.changelog_topic.get_topic_name()
+        records = []
+        for key, value in writes:
+            memory[key] = value
+            key_partition[key] = partition
+            try:
+                data = encode_bounded(_with_encoded_outputs(value, encoded) if encoded else value)
+            except EncodeError:
+                log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
+                self.counters["internal_error:state_encode"] += 1
+                continue
+            records.append((topic, partition, encode(key), data))
+        return records
 
-    def _table_record(self, table: Any, key: str, value: Any, partition: int) -> tuple[str, int, bytes, bytes] | None:
-        """``table[key] = value`` in memory, and its changelog record (topic, partition, key, value)
-        to send; None (logged, counted) when the value cannot be encoded."""
-        table.data[key] = value
-        getattr(table.data, "_key_partition", {})[key] = partition
-        try:
-            data = encode_bounded(value)
-        except EncodeError:
-            log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
-            self.counters["internal_error:state_encode"] += 1
-            return None
-        return table.changelog_topic.get_topic_name(), partition, encode(key), data
+
+def _memory(table: Any) -> Any:
+    """A table's in-memory contents: the store's own dict when it has one (Faust's memory stores;
+    their ``get`` raises and catches a KeyError for each missing key), else the store."""
+    store = table.data
+    inner = getattr(store, "data", None)
+    return inner if isinstance(inner, dict) else store
+
+
+def _with_encoded_outputs(value: Any, encoded: dict[int, bytes]) -> Any:
+    """A settled record (``{"at": .., "outputs": [[topic, key, value], ...]}``) with its output
+    values replaced by their bytes in ``encoded`` (by ``id``), embedded as they are: the same JSON.
+    The value as it is if it holds an output not found there (or is another record)."""
+    try:
+        return {**value, "outputs": [[topic, key, fragment(encoded[id(output)])]
+                                     for topic, key, output in value["outputs"]]}
+    except (KeyError, TypeError, ValueError):
+        return value
 
 
 class _Prefixed:
     """A key-prefixed view of a table: the fund's settled records live beside its balance. A write
-    goes to the table's memory at once (``Runtime._table_record`` sets it again) and
+    goes to the table's memory at once (``Runtime._write_ledger`` sets it again) and
     waits in ``pending`` until the fund agent sends the message's records together (``take``)."""
 
     def __init__(self, table: Any, prefix: str) -> None:
         self.table, self.prefix = table, prefix
         self.pending: list[tuple[str, Any]] = []
+        self.memory: Any = None  # the table's memory (``_memory``), looked up again by ``refresh``
+
+    def refresh(self) -> None:
+        self.memory = _memory(self.table)
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.table.data.get(self.prefix + key, default)
+        if self.memory is None:
+            self.refresh()
+        return self.memory.get(self.prefix + key, default)
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.table.data[self.prefix + key] = value
+        if self.memory is None:
+            self.refresh()
+        self.memory[self.prefix + key] = value
         self.pending.append((self.prefix + key, value))
 
     def take(self) -> list[tuple[str, Any]]:
@@ -801,7 +917,9 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     flush_producer = app.producer.flush
 
     async def flush_with_state() -> None:
-        """Faust flushes the producer before every offset commit: coalesced account writes go first."""
+        """Faust flushes the producer before every offset commit: the fund agent's writes in flight
+        and the coalesced account writes first."""
+        await runtime.settle_fund_writes()
         await runtime.persist_dirty()
         await flush_producer()
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Final, Iterable, Iterator, Sequence
 from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
 from .fund import InsuranceFund, record_deficits, request_item, settle
-from .liquidation import plan_liquidation, plan_to_dict
+from .liquidation import plan_liquidation, plan_to_list
 from .margin import Leg, MarginState, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
 from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event,
                       unpublishable_stub)
@@ -81,7 +81,7 @@ def _same_position(a: PositionState | None, b: PositionState | None) -> bool:
             and a._margin_mode == b._margin_mode)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Pending:
     """A pending liquidation as callers see it (``AccountState.pending``, the constructor's
     ``pending``): the engine keeps it as a ``PendingLiquidation``, without the id string."""
@@ -89,7 +89,13 @@ class Pending:
     emitted_ts: int
     # what was published for it ([topic, key, value]); re-published as is after a crash. Empty
     # (replay, local settlement): the shared empty tuple, not a list per pending liquidation
-    outputs: Sequence[list[Any]] = ()
+    outputs: Sequence[list[Any]]
+
+    # __init__ written out (see PositionState)
+    def __init__(self, liquidation_id: str, emitted_ts: int, outputs: Sequence[list[Any]] = ()) -> None:
+        self.liquidation_id = liquidation_id
+        self.emitted_ts = emitted_ts
+        self.outputs = outputs
 
 
 class PendingLiquidation:
@@ -506,12 +512,19 @@ class AccountState:
         )
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class MarkState:
     mark_ticks: int
     seq: int
     ts: int
-    confirmed: bool = True
+    confirmed: bool
+
+    # __init__ written out (see PositionState)
+    def __init__(self, mark_ticks: int, seq: int, ts: int, confirmed: bool = True) -> None:
+        self.mark_ticks = mark_ticks
+        self.seq = seq
+        self.ts = ts
+        self.confirmed = confirmed
 
 
 # A heap entry keeps its slot's version mod 2^VERSION_BITS (exact: see CandidateIndex.drop)
@@ -1130,7 +1143,7 @@ class Engine:
         item = None
         if self.remote_settlement:
             if plan.insurance_fund_units or plan.bankrupt:
-                item = request_item(plan_to_dict(plan), lid=lid, account_id=account.account_id, scope=scope,
+                item = request_item(plan_to_list(plan), lid=lid, account_id=account.account_id, scope=scope,
                                     ts=ts, trigger=trigger)
                 out.append(Output("insurance-requests", self.params.asset, fund_request([item])))
             if not plan.bankrupt:  # a solvent allocation does not depend on the fund

@@ -14,6 +14,8 @@ PPM: Final = 1_000_000  # parts per million: 10^6 = 100 %
 # (parse_decimal checks it with str methods, _is_decimal; the pattern is the reference the tests use)
 _DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
 MAX_DECIMAL_CHARS: Final = 40  # longer strings are refused before int() sees them
+_ZEROS_KEPT: Final = 19
+_ZEROS: Final = tuple("0" if d == 0 else "0." + "0" * d for d in range(_ZEROS_KEPT))  # zero at d decimals
 
 
 class DecimalFormatError(ValueError):
@@ -80,8 +82,14 @@ def _is_decimal(whole: str, dot: str, fraction: str) -> bool:
 
 def format_units(units: int, decimals: int) -> str:
     """Format an int at ``decimals`` places with exactly that many decimals ("12.500000")."""
-    sign = "-" if units < 0 else ""
-    digits = str(abs(units)).rjust(decimals + 1, "0")
+    if units == 0 and decimals < _ZEROS_KEPT:  # (most amounts of an allocation are zero)
+        return _ZEROS[decimals]
+    if units < 0:
+        return "-" + format_units(-units, decimals)
+    digits = str(units)
     if decimals == 0:
-        return sign + digits
-    return f"{sign}{digits[:-decimals]}.{digits[-decimals:]}"
+        return digits
+    n = len(digits)
+    if n <= decimals:
+        return "0." + "0" * (decimals - n) + digits
+    return digits[:n - decimals] + "." + digits[n - decimals:]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .liquidation import LiquidationPlan, plan_from_dict
+from .liquidation import LiquidationPlan, plan_from_json
 from .outputs import Output, Trigger, allocation_event, insurance_fund_entry, socialized_loss_event
 from .params import Params
 from .sharing import DeficitBook
@@ -91,11 +91,12 @@ def record_deficits(deficits: DeficitBook, plan: LiquidationPlan, social_units: 
         deficits.record(symbol, side, amount, tick_seq)
 
 
-def request_item(plan_dict: dict[str, Any], *, lid: str, account_id: str, scope: str, ts: int,
+def request_item(plan: list[Any] | dict[str, Any], *, lid: str, account_id: str, scope: str, ts: int,
                  trigger: Trigger) -> dict[str, Any]:
-    """One liquidation handed to the fund agent (internal topic ``insurance-requests``)."""
+    """One liquidation handed to the fund agent (internal topic ``insurance-requests``); ``plan`` in
+    its JSON form (``plan_to_list``; ``plan_from_json`` reads the older dict too)."""
     return {"liquidation_id": lid, "account_id": account_id, "scope": scope, "ts": ts,
-            "trigger": [trigger.source, trigger.symbol, trigger.seq, trigger.price_ticks], "plan": plan_dict}
+            "trigger": [trigger.source, trigger.symbol, trigger.seq, trigger.price_ticks], "plan": plan}
 
 
 class FundLedger:
@@ -131,7 +132,7 @@ class FundLedger:
         done = self.settled.get(lid)
         if done is not None and (at is None or done["at"] != at):
             return [Output(topic, key, value) for topic, key, value in done["outputs"]], False
-        plan = plan_from_dict(item["plan"])
+        plan = plan_from_json(item["plan"])
         source, symbol, seq, price = item["trigger"]
         balance_before = self.fund.balance_units
         cover, social, out = settle(self.params, self.fund, plan, lid, item["account_id"], item["ts"])
