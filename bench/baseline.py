@@ -2,7 +2,10 @@
 
     python bench/baseline.py 4a2e5f3 --runs 3 -- bench/replay_bench.py --accounts 20000 --events 200000
 
-The ref is checked out into a temporary git worktree (removed afterwards). The script runs from
+The ref is checked out into a temporary git worktree (removed afterwards); when it has a
+``setup.py`` its core is compiled there in place first (``build_ext --inplace``, as the editable
+install does; ``--no-build`` skips it), so that a compiled core is measured against a compiled
+core. The script runs from
 there and from this tree alternately (baseline first), ``--runs`` times each, with this interpreter;
 every benchmark here imports the code of the tree it sits in (``sys.path`` / the harness's
 ``PYTHONPATH``), so each side measures its own code under the same machine load. Prints every
@@ -44,6 +47,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("ref", help="the baseline: a commit, branch or tag")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-build", action="store_true", help="run the ref's core as its sources (pure)")
     argv = sys.argv[1:]
     cut = argv.index("--") if "--" in argv else len(argv)
     args = parser.parse_args(argv[:cut])
@@ -54,6 +58,9 @@ def main() -> int:
         base = Path(scratch) / "tree"
         subprocess.run(["git", "worktree", "add", "--detach", "--quiet", str(base), args.ref], cwd=ROOT, check=True)
         try:
+            if (base / "setup.py").exists() and not args.no_build:
+                subprocess.run([sys.executable, "setup.py", "--quiet", "build_ext", "--inplace"], cwd=base,
+                               check=True, stdout=subprocess.DEVNULL)
             sides: dict[str, list[dict[str, float]]] = {"baseline": [], "this tree": []}
             for n in range(args.runs):
                 for name, tree in (("baseline", base), ("this tree", ROOT)):
