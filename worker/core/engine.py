@@ -677,13 +677,14 @@ class CandidateIndex:
     def compact(self) -> None:
         """Drop superseded heap entries (lazy deletion leaves them behind).
 
-        An entry is live iff its low V + S bits are a live tail ``(version mod 2^V) · 2^S + slot``
-        (``_is_live``): one set of every slot's tail, then one mask and one lookup per entry."""
-        slot_bits, tail_mask = self._slot_bits, (1 << self._tail_bits) - 1
-        tails = {(version & _VERSION_MASK) << slot_bits | slot for slot, version in enumerate(self._version)}
+        ``_is_live`` written out: an entry is below 2^62 for any realistic price, so compiled these
+        are machine-word operations and a list read (no method call, no set of live tails to build:
+        that set is ~50 B per account of peak memory)."""
+        version, slot_bits, slot_mask = self._version, self._slot_bits, self._slot_mask
         for heaps in (self._low, self._high):
             for symbol, heap in heaps.items():
-                live = [e for e in heap if (e & tail_mask) in tails]
+                live = [e for e in heap
+                        if (e >> slot_bits) & _VERSION_MASK == version[e & slot_mask] & _VERSION_MASK]
                 if len(live) < len(heap):
                     heapify(live)
                     heaps[symbol] = live
