@@ -119,3 +119,11 @@ def test_two_pending_scopes_are_held_and_released_one_by_one():
     assert account.emitted == {"cross": [4, 1], "BTC-PERP": [4, 1]}  # released at seq 4: its count stays
     assert account.pop_pending("BTC-PERP") is not None and account.pending_of("BTC-PERP") is None
     assert account.pending == {} and account.emitted == {"cross": [4, 1], "BTC-PERP": [4, 1]}
+
+
+def test_a_record_with_a_zero_lot_position_loads_without_moving_the_open_interest():
+    # the engine never writes one (a zero size closes the position), but a hand-written or foreign
+    # record may hold it: loading it must not fail recovery, and the open interest stays 0
+    record = orjson.loads(b'[3,"carol",4,1000000000,[["BTC-PERP",0,200000],["ETH-PERP",200,150000]]]')
+    engine = Engine(make_params(), accounts={"carol": AccountState.from_record(record)})
+    assert engine.open_long == {"ETH-PERP": 200} and engine.open_short == {}

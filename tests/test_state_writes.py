@@ -62,6 +62,7 @@ def item(account_id: str) -> dict:
                  id="a round's output names no account: every changed account goes first"),
     pytest.param([Output("insurance-requests", "USD", {"type": "fund_request"})], None,
                  id="a fund request without items names none either"),
+    pytest.param([], None, id="no money output at all (a round's empty chunk) names none: every account goes"),
     pytest.param([Output("insurance-requests", "USD", fund_request([item("a"), {"kind": "tick", "symbol": "BTC-PERP"}]))],
                  None, id="a fund request carrying a tick marker names none: every changed account goes first"),
     pytest.param([Output("insurance-requests", "USD", fund_request([item("a"), ["not", "an", "item"]]))], None,
@@ -129,3 +130,34 @@ def test_a_failed_chunk_leaves_its_accounts_changed_for_the_retry(monkeypatch):
     producer.failing = False
     assert asyncio.run(runtime.persist_dirty()) == 3
     assert written(producer) == ["a", "b", "c"]
+
+
+def test_an_account_a_failed_money_write_gives_back_is_in_the_flush_that_waited_for_it():
+    # a tick's write of "a" is in flight (the lock held) when the commit's flush asks for the lock;
+    # the write fails and gives "a" back: the flush, taking the changed accounts once it holds the
+    # lock, writes "a" too (had it taken them before, the commit would pass "a" by)
+    runtime, producer = runtime_with_changed(["a", "b"])
+    in_flight, fail = asyncio.Event(), asyncio.Event()
+    send_batched = runtime.send_batched
+
+    async def failing_once(records):  # noqa: ANN001
+        if not in_flight.is_set():
+            in_flight.set()
+            await fail.wait()
+            raise ConnectionError("broker unreachable")
+        return await send_batched(records)
+
+    runtime.send_batched = failing_once
+
+    async def scenario() -> None:
+        money = asyncio.ensure_future(runtime.persist_dirty({"a"}))
+        await in_flight.wait()
+        flush = asyncio.ensure_future(runtime.persist_dirty())
+        await asyncio.sleep(0)
+        fail.set()
+        with pytest.raises(ConnectionError):
+            await money
+        assert await flush == 2
+
+    asyncio.run(scenario())
+    assert written(producer) == ["a", "b"] and not runtime.engine.dirty

@@ -69,7 +69,7 @@ def accounts_named(outputs: list[Output]) -> set[str] | None:
                 named.add(account_id)
         elif output.topic in MONEY_TOPICS:
             return None
-    return named
+    return named or None  # no money output at all (a round's empty chunk): every changed account
 
 
 
@@ -219,29 +219,34 @@ class Runtime:
         (and the mark reader) for tens of milliseconds; between chunks a waiting writer goes first
         (asyncio.Lock is first come, first served). The accounts of a money move (``only``) go in
         one hold: a cascade's are all needed before its outputs."""
-        wanted = sorted(self.engine.dirty if only is None else only)
-        chunk = PERSIST_CHUNK_ACCOUNTS if only is None else max(1, len(wanted))
+        chunk = PERSIST_CHUNK_ACCOUNTS if only is None else 0
+        wanted: list[str] | None = None
         written = 0
-        for start in range(0, len(wanted), chunk):
-            written += await self._persist_accounts(wanted[start:start + chunk])
+        while wanted is None or wanted:
+            async with self.state_lock:
+                if wanted is None:
+                    # taken under the lock: an account another writer took and failed to deliver is
+                    # back among the changed ones by then (else a commit could pass it by)
+                    wanted = sorted(self.engine.dirty if only is None else only)
+                taken, wanted = (wanted[:chunk], wanted[chunk:]) if chunk else (wanted, [])
+                written += await self._write_accounts(taken)
         return written
 
-    async def _persist_accounts(self, account_ids: list[str]) -> int:
-        """``persist_dirty`` for these accounts (those still changed when the lock is ours)."""
-        async with self.state_lock:
-            dirty, accounts = self.engine.dirty, self.engine.accounts
-            taken = [a for a in account_ids if a in dirty]
-            dirty.difference_update(taken)
-            changed = [accounts[a] for a in taken if a in accounts]
-            if not changed:
-                return 0
-            try:
-                records = self._account_records(changed)
-                offsets = await self.send_batched(records)
-            except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
-                dirty.update(a.account_id for a in changed)
-                raise
-            self._track_offsets(self.accounts_table, offsets)
+    async def _write_accounts(self, account_ids: list[str]) -> int:
+        """``persist_dirty``'s write of these accounts (those still changed), the state lock held."""
+        dirty, accounts = self.engine.dirty, self.engine.accounts
+        taken = [a for a in account_ids if a in dirty]
+        dirty.difference_update(taken)
+        changed = [accounts[a] for a in taken if a in accounts]
+        if not changed:
+            return 0
+        try:
+            records = self._account_records(changed)
+            offsets = await self.send_batched(records)
+        except BaseException:  # a broker error: all of them stay dirty for the retry (a rewrite is harmless)
+            dirty.update(a.account_id for a in changed)
+            raise
+        self._track_offsets(self.accounts_table, offsets)
         return len(changed)
 
     persist_dirty_batched = persist_dirty  # (the loss-sharing rounds' name for it)

@@ -1280,7 +1280,7 @@ class Engine:
         if lots:
             side[symbol] = lots
         else:  # no zero entries: two engines with the same open interest hold equal dicts
-            del side[symbol]
+            side.pop(symbol, None)  # (a zero-lot position from a hand-written record: nothing to remove)
 
     def _maybe_snapshot(self, tick: MarkTick) -> list[Output]:
         interval = self.params.snapshot_interval_ms
