@@ -28,6 +28,15 @@ class Table:
         self.changelog_topic = types.SimpleNamespace(get_topic_name=lambda: CHANGELOG)
 
 
+class Store(dict):
+    """The table's memory as the tracked store keeps it (worker/store.py): it also knows the keys
+    recovery replayed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replayed: set = set()
+
+
 def runtime_with_changed(account_ids: list[str]) -> tuple[app_module.Runtime, FakeProducer]:
     """A runtime whose engine holds these accounts, every one of them changed (dirty)."""
     producer = FakeProducer()
@@ -161,3 +170,33 @@ def test_an_account_a_failed_money_write_gives_back_is_in_the_flush_that_waited_
 
     asyncio.run(scenario())
     assert written(producer) == ["a", "b"] and not runtime.engine.dirty
+
+
+def test_an_account_a_tick_changes_during_the_revocations_write_back_is_written_before_the_drop():
+    # the revocation's write-back is in flight when the mark reader applies a tick that liquidates
+    # "late" (the reader evaluates outside the publish lock): "late" is written before the worker
+    # drops its accounts, so the liquidation it publishes afterwards has its state in the changelog
+    runtime, producer = runtime_with_changed(["a"])
+    runtime.owned = {0}
+    runtime.accounts_table.data = Store()
+    in_flight, release = asyncio.Event(), asyncio.Event()
+    send_batched = runtime.send_batched
+
+    async def held_once(records):  # noqa: ANN001
+        if not in_flight.is_set():
+            in_flight.set()
+            await release.wait()
+        return await send_batched(records)
+
+    runtime.send_batched = held_once
+
+    async def scenario() -> None:
+        revoke = asyncio.ensure_future(runtime.on_partitions_revoked())
+        await asyncio.wait_for(in_flight.wait(), 5)
+        runtime.engine.accounts["late"] = AccountState("late", seq=2, collateral_units=5)  # the tick's change
+        runtime.engine.dirty.add("late")
+        release.set()
+        await revoke
+
+    asyncio.run(scenario())
+    assert written(producer) == ["a", "late"] and not runtime.engine.dirty and not runtime.engine.accounts

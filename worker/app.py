@@ -564,6 +564,12 @@ class Runtime:
                 replayed = getattr(self.accounts_table.data, "replayed", None)
                 if replayed is not None:
                     replayed.clear()
+            # A tick the mark reader applied during the awaits above (it evaluates outside this lock,
+            # then waits here to publish) changed accounts after the write-back took them: write
+            # them too before the accounts are dropped, else its outputs would go out without their
+            # state. No await between the last check and the drop, so none can slip in after it.
+            while self.engine.dirty:
+                await self.persist_dirty()
             self.owned = set()
             self.assigned = False
             self.engine.tick_markers = False
