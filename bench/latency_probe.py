@@ -21,25 +21,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from stream_bench import PARAMS, PARTITIONS, T0, account_events, batched, mark, produce  # noqa: E402
+from stream_bench import PARAMS, PARTITIONS, T0, account_events, background_load, batched, mark, produce  # noqa: E402
 from topics.catalog import topic_specs  # noqa: E402
 from worker.broker import EmbeddedBroker, create_topics  # noqa: E402
 from worker.harness import WorkerGroup  # noqa: E402
 
 PREFIX = "lp-"
-
-
-async def background_load(producer: AIOKafkaProducer, stop: asyncio.Event) -> None:
-    """~2 000 position events/s: 40 accounts every 20 ms, in 40-event messages."""
-    seq = 10
-    while not stop.is_set():
-        seq += 1
-        events = [{"type": "position", "account_id": f"b{i:05d}", "symbol": "BTC-PERP",
-                   "size": f"{(900 + seq % 100) / 1000:.3f}", "entry_price": "20000.0", "seq": seq, "ts": T0 + 2}
-                  for i in range(0, 2_000, 50)]
-        for partition, key, value in batched(events, 40):
-            await producer.send(PREFIX + "positions", value, key=key, partition=partition)
-        await asyncio.sleep(0.02)
 
 
 async def probe(bootstrap: str, log_dir: Path, ticks: int) -> list[tuple[float, float, float, float]]:
@@ -60,7 +47,7 @@ async def probe(bootstrap: str, log_dir: Path, ticks: int) -> list[tuple[float, 
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
         await producer.start()
         stop = asyncio.Event()
-        load = asyncio.create_task(background_load(producer, stop))
+        load = asyncio.create_task(background_load(producer, PREFIX + "positions", stop))
         try:
             for j in range(ticks):
                 price = (190_000 - 100 * j) * 1000 // 996 - 1  # just below account j's liquidation price

@@ -216,6 +216,20 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     return results
 
 
+async def background_load(producer: AIOKafkaProducer, topic: str, stop: asyncio.Event) -> None:
+    """~2 000 position events/s until ``stop``: 40 of the 2 000 background accounts (b00000…) every
+    20 ms, in 40-event messages (the latency part's load; bench/latency_probe.py's too)."""
+    seq = 10
+    while not stop.is_set():
+        seq += 1
+        events = [{"type": "position", "account_id": f"b{i:05d}", "symbol": "BTC-PERP",
+                   "size": f"{(900 + seq % 100) / 1000:.3f}", "entry_price": "20000.0", "seq": seq,
+                   "ts": T0 + 2} for i in range(0, 2_000, 50)]
+        for partition, key, value in batched(events, 40):
+            await producer.send(topic, value, key=key, partition=partition)
+        await asyncio.sleep(0.02)
+
+
 async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int, cascade_accounts: int,
                               cascade_size: int, workers: int = 1, prefix: str = "lat-",
                               root: Path | None = None, py_spy: Path | None = None) -> dict:
@@ -260,18 +274,7 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
         await producer.start()
         stop = asyncio.Event()
 
-        async def background_load() -> None:  # ~2 000 position events/s in 40-event batches
-            seq = 10
-            while not stop.is_set():
-                seq += 1
-                events = [{"type": "position", "account_id": f"b{i:05d}", "symbol": "BTC-PERP",
-                           "size": f"{(900 + seq % 100) / 1000:.3f}", "entry_price": "20000.0", "seq": seq,
-                           "ts": T0 + 2} for i in range(0, 2_000, 50)]
-                for partition, key, value in batched(events, 40):
-                    await producer.send(prefix + "positions", value, key=key, partition=partition)
-                await asyncio.sleep(0.02)
-
-        load = asyncio.create_task(background_load())
+        load = asyncio.create_task(background_load(producer, prefix + "positions", stop))
         latencies = []
         try:
             for j in range(ticks):

@@ -128,11 +128,15 @@ class WorkerMetrics:
         self.observe_outputs([_Value(value)])
 
     def observe_input(self, topic: str, value: Any, seconds: float) -> None:
+        self.count_events(topic, value)
+        self.latency.observe(seconds)
+
+    def count_events(self, topic: str, value: Any) -> None:
+        """An input message's events (an array counts its elements)."""
         child = self._events_of.get(topic)
         if child is None:
             child = self._events_of[topic] = self.events.labels(topic)
         child.inc(len(value) if isinstance(value, list) else 1)
-        self.latency.observe(seconds)
 
     def observe_tick_evaluations(self, count: int) -> None:
         self.tick_evaluations.observe(count)

@@ -49,6 +49,25 @@ def runtime_with_changed(account_ids: list[str]) -> tuple[app_module.Runtime, Fa
     return runtime, producer
 
 
+def hold_first_write(runtime: app_module.Runtime, fails: bool = False) -> tuple[asyncio.Event, asyncio.Event]:
+    """(in_flight, release): the runtime's first ``send_batched`` sets ``in_flight`` and waits for
+    ``release``, then is delivered, or fails as a broker outage would (``fails``); later ones go as usual."""
+    in_flight, release = asyncio.Event(), asyncio.Event()
+    send_batched = runtime.send_batched
+
+    async def held(records):  # noqa: ANN001
+        if in_flight.is_set():
+            return await send_batched(records)
+        in_flight.set()
+        await release.wait()
+        if fails:
+            raise ConnectionError("broker unreachable")
+        return await send_batched(records)
+
+    runtime.send_batched = held
+    return in_flight, release
+
+
 def written(producer: FakeProducer, since: int = 0) -> list[str]:
     """The account ids written to the changelog, in order (the key is JSON: a quoted string)."""
     return [orjson.loads(key) for topic, key, _ in producer.sent[since:] if topic == CHANGELOG]
@@ -97,18 +116,7 @@ def test_the_flush_writes_in_chunks_and_a_money_move_waiting_for_the_lock_goes_i
     monkeypatch.setattr(app_module, "PERSIST_CHUNK_ACCOUNTS", 2)
     accounts = [f"acct-{i}" for i in range(5)]
     runtime, producer = runtime_with_changed(accounts)
-    first_chunk_sent = asyncio.Event()
-    release = asyncio.Event()
-    send_batched = runtime.send_batched
-
-    async def held_send_batched(records):  # noqa: ANN001 - the first chunk's delivery waits for `release`
-        offsets = await send_batched(records)
-        if not first_chunk_sent.is_set():
-            first_chunk_sent.set()
-            await release.wait()
-        return offsets
-
-    runtime.send_batched = held_send_batched
+    first_chunk_sent, release = hold_first_write(runtime)
     liquidation = Output("liquidations", "acct-4", {"type": "liquidation", "account_id": "acct-4"})
 
     async def scenario() -> None:
@@ -146,17 +154,7 @@ def test_an_account_a_failed_money_write_gives_back_is_in_the_flush_that_waited_
     # the write fails and gives "a" back: the flush, taking the changed accounts once it holds the
     # lock, writes "a" too (had it taken them before, the commit would pass "a" by)
     runtime, producer = runtime_with_changed(["a", "b"])
-    in_flight, fail = asyncio.Event(), asyncio.Event()
-    send_batched = runtime.send_batched
-
-    async def failing_once(records):  # noqa: ANN001
-        if not in_flight.is_set():
-            in_flight.set()
-            await fail.wait()
-            raise ConnectionError("broker unreachable")
-        return await send_batched(records)
-
-    runtime.send_batched = failing_once
+    in_flight, fail = hold_first_write(runtime, fails=True)
 
     async def scenario() -> None:
         money = asyncio.ensure_future(runtime.persist_dirty({"a"}))
@@ -179,16 +177,7 @@ def test_an_account_a_tick_changes_during_the_revocations_write_back_is_written_
     runtime, producer = runtime_with_changed(["a"])
     runtime.owned = {0}
     runtime.accounts_table.data = Store()
-    in_flight, release = asyncio.Event(), asyncio.Event()
-    send_batched = runtime.send_batched
-
-    async def held_once(records):  # noqa: ANN001
-        if not in_flight.is_set():
-            in_flight.set()
-            await release.wait()
-        return await send_batched(records)
-
-    runtime.send_batched = held_once
+    in_flight, release = hold_first_write(runtime)
 
     async def scenario() -> None:
         revoke = asyncio.ensure_future(runtime.on_partitions_revoked())

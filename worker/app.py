@@ -544,7 +544,7 @@ class Runtime:
             outputs = self.engine.process_mark(value, source)
             if self.metrics is not None:
                 self.metrics.observe_tick_evaluations(self.counters["evaluations"] - before)
-                self.metrics.events.labels("mark-prices").inc(len(value) if isinstance(value, list) else 1)
+                self.metrics.count_events("mark-prices", value)
             return outputs
         except Exception as exc:
             log.exception("mark message failed")
@@ -556,20 +556,19 @@ class Runtime:
         recovery hands them back."""
         self.rebalance = {"revoked_at": time.time()}
         async with self.publish_lock:
-            await self.persist_dirty()
             await self.settle_fund_writes()
             await flush_now(self.app.producer)
+            # The write-back, until nothing is left changed: the mark reader evaluates ticks outside
+            # this lock (it waits here only to publish), so a tick applied during an await of the
+            # write-back changes accounts after it took them; written too, or its outputs would go
+            # out without their state. No await between the last check and the drop.
+            while self.engine.dirty:
+                await self.persist_dirty()
             if self.owned:  # (not again when a rebalance interrupts the recovery of the last one)
                 self._kept = (self.owned, self.engine.accounts)
                 replayed = getattr(self.accounts_table.data, "replayed", None)
                 if replayed is not None:
                     replayed.clear()
-            # A tick the mark reader applied during the awaits above (it evaluates outside this lock,
-            # then waits here to publish) changed accounts after the write-back took them: write
-            # them too before the accounts are dropped, else its outputs would go out without their
-            # state. No await between the last check and the drop, so none can slip in after it.
-            while self.engine.dirty:
-                await self.persist_dirty()
             self.owned = set()
             self.assigned = False
             self.engine.tick_markers = False

@@ -73,14 +73,6 @@ class PositionState:
                 f"isolated={self.isolated}, isolated_margin_units={self.isolated_margin_units})")
 
 
-def _same_position(a: PositionState | None, b: PositionState | None) -> bool:
-    """``a == b`` with None for no position, read natively (no rich-comparison dispatch)."""
-    if a is None or b is None:
-        return a is b
-    return (a.size_lots == b.size_lots and a.entry_ticks == b.entry_ticks
-            and a._margin_mode == b._margin_mode)
-
-
 @dataclass(slots=True, init=False)
 class Pending:
     """A pending liquidation as callers see it (``AccountState.pending``, the constructor's
@@ -979,7 +971,7 @@ class Engine:
             held = account.position_of(symbol)
             new = None if update.size_lots == 0 else PositionState(
                 update.size_lots, update.entry_ticks, update.isolated, update.isolated_margin_units)
-            if not _same_position(new, held):
+            if new != held:
                 self._count_position(symbol, held, -1)
                 self._count_position(symbol, new, +1)
                 account.set_position(symbol, new)
