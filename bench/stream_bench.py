@@ -13,6 +13,12 @@ Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2]
   --baseline-root    also run parts 1–4 with the workers started from another checkout (e.g.
                      `git archive <commit> | tar -x -C DIR`), just before this tree's, same broker;
   --py-spy DIR       record this tree's first worker with py-spy during the cascade and each throughput phase.
+The cascade also prints when (after the tick) the engine sent its fund requests and the fund agent
+its allocations, by record timestamps, and the broker's CPU. Environment, for profiling:
+  BENCH_PY_SPY_NATIVE=1   py-spy with --native (compiled frames too; slows the worker down)
+  BENCH_PERF=FILE         a flat `perf record` of the first worker during the cascade
+  BENCH_CASCADE_TIMELINE=1  every request message's, account write's, ledger write's and
+                            allocation's send time during the cascade
 """
 from __future__ import annotations
 
@@ -60,8 +66,9 @@ def account_events(account: str, collateral_usd: int, lots: int, seq: int = 1) -
 def py_spy_record(pid: int, out: Path, rate: int) -> subprocess.Popen:
     """py-spy (from this interpreter's venv) recording ``pid`` into ``out``, raw, idle frames too;
     stop it with SIGINT."""
+    native = ["--native"] if os.environ.get("BENCH_PY_SPY_NATIVE") else []  # compiled frames too (slower)
     return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-                             "--rate", str(rate), "--format", "raw", "--idle", "-o", str(out)],
+                             "--rate", str(rate), "--format", "raw", "--idle", *native, "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 
@@ -109,6 +116,25 @@ async def raw_consume_decode(bootstrap: str, topic: str, expected: int) -> tuple
                     events += len(value) if isinstance(value, list) else 1
                     seen += 1
         return time.perf_counter() - started, events
+    finally:
+        await consumer.stop()
+
+
+async def record_stamps(bootstrap: str, topic: str, since_ms: float) -> list[int]:
+    """The timestamps of a topic's records from ``since_ms`` on (all partitions, read to the end)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=16_000_000, fetch_max_bytes=64_000_000)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(await consumer._client._wait_on_metadata(topic))]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        stamps: list[int] = []
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=200, max_records=20_000)).values():
+                stamps.extend(r.timestamp for r in records if r.timestamp >= since_ms)
+        return stamps
     finally:
         await consumer.stop()
 
@@ -239,6 +265,7 @@ async def latency_and_cascade(broker: EmbeddedBroker, log_dir: Path, ticks: int,
     bootstrap = broker.bootstrap
     saved_root = harness.ROOT
     harness.ROOT = root or saved_root  # start_worker's cwd and PYTHONPATH
+    results["broker_pids"] = [] if broker._proc is None else [broker._proc.pid]  # its CPU during the cascade
     try:
         return await _latency_and_cascade(bootstrap, log_dir, ticks, cascade_accounts, cascade_size, workers,
                                           prefix, py_spy, results)
@@ -305,19 +332,51 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
         if py_spy is not None:
             spy = py_spy_record(group.procs[0].pid, py_spy / f"cascade-{prefix}worker0.txt", rate=250)
             await asyncio.sleep(1.0)
+        perf = None
+        if os.environ.get("BENCH_PERF"):  # a flat perf profile of the first worker during the cascade
+            perf = subprocess.Popen(["perf", "record", "-F", "2000", "-p", str(group.procs[0].pid), "-o",
+                                     os.environ["BENCH_PERF"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            await asyncio.sleep(0.5)
+        broker_pid = results.pop("broker_pids")
+        broker_before = cpu_seconds(broker_pid)
         cpu_before = cpu_seconds([proc.pid for proc in group.procs])
         sys_before = cpu_seconds([proc.pid for proc in group.procs], system=True)
-        sent = time.perf_counter()
+        sent, sent_ms = time.perf_counter(), time.time() * 1000
         await producer.send_and_wait(prefix + "mark-prices", orjson.dumps(mark(155_000, ticks + 10, T0 + 100_000)),
                                      key=b"BTC-PERP")
         crowd_liquidated = 0
+        stamps: list[int] = []  # the allocations' record timestamps (the fund agent's send time)
         while crowd_liquidated < cascade_size and time.perf_counter() - sent < 120:
             for records in (await consumer.getmany(timeout_ms=200, max_records=20_000)).values():
-                crowd_liquidated += sum(1 for r in records if orjson.loads(r.value)["account_id"].startswith("c"))
+                for r in records:
+                    if orjson.loads(r.value)["account_id"].startswith("c"):
+                        crowd_liquidated += 1
+                        stamps.append(r.timestamp)
         results["cascade_s"] = time.perf_counter() - sent
+        # phases, by record timestamps (this machine's clock): the requests the engine sent, the
+        # allocations the fund agent sent
+        requests = await record_stamps(bootstrap, prefix + "insurance-requests", sent_ms)
+        results["cascade_phases_ms"] = {
+            "requests sent": (min(requests) - sent_ms, max(requests) - sent_ms) if requests else None,
+            "allocations sent": (min(stamps) - sent_ms, max(stamps) - sent_ms) if stamps else None,
+        }
+        if os.environ.get("BENCH_CASCADE_TIMELINE"):  # every request message's and allocation batch's send time
+            print("requests (ms):", sorted(round(t - sent_ms) for t in requests), flush=True)
+            accounts = await record_stamps(bootstrap, prefix + "w-accounts-changelog", sent_ms)
+            print("accounts by stamp (ms: count):", sorted(
+                {round(t - sent_ms): accounts.count(t) for t in set(accounts)}.items()), flush=True)
+            ledger = await record_stamps(bootstrap, prefix + "w-fund-ledger-changelog", sent_ms)
+            print("fund ledger by stamp (ms: count):", sorted(
+                {round(t - sent_ms): ledger.count(t) for t in set(ledger)}.items()), flush=True)
+            print("allocations by stamp (ms: count):", sorted(
+                {round(t - sent_ms): stamps.count(t) for t in set(stamps)}.items()), flush=True)
         results["cascade_cpu_s"] = cpu_seconds([proc.pid for proc in group.procs]) - cpu_before
         results["cascade_sys_s"] = cpu_seconds([proc.pid for proc in group.procs], system=True) - sys_before
         results["cascade_liquidations"] = crowd_liquidated
+        results["cascade_broker_cpu_s"] = cpu_seconds(broker_pid) - broker_before
+        if perf is not None:
+            perf.send_signal(subprocess.signal.SIGINT)
+            perf.wait(30)
         if spy is not None:
             await asyncio.sleep(0.5)
             spy.send_signal(subprocess.signal.SIGINT)
@@ -356,7 +415,12 @@ def print_latency_and_cascade(label: str, lc: dict, cascade_accounts: int) -> No
           f"over {lc['latency_n']} ticks, ~2 000 background events/s", flush=True)
     print(f"{label}cascade               : {lc['cascade_liquidations']:,} liquidations among "
           f"{cascade_accounts:,} accounts published in {lc['cascade_s']:.2f} s "
-          f"(workers' CPU {lc['cascade_cpu_s']:.2f} s, system {lc['cascade_sys_s']:.2f} s)", flush=True)
+          f"(workers' CPU {lc['cascade_cpu_s']:.2f} s, system {lc['cascade_sys_s']:.2f} s; "
+          f"broker's CPU {lc.get('cascade_broker_cpu_s', 0):.2f} s)", flush=True)
+    phases = lc.get("cascade_phases_ms") or {}
+    if phases:
+        print(f"{label}  after the tick (ms)  : " + "; ".join(
+            f"{name} {span[0]:.0f}–{span[1]:.0f}" for name, span in phases.items() if span), flush=True)
 
 
 async def main() -> int:
