@@ -18,14 +18,19 @@ and, in process, the replay core's time for the same rounds (`run_rounds_locally
 
 Usage: python bench/rounds_bench.py [--quick] [--accounts N] [--rounds R] [--workers 1,2]
                                     [--py-spy DIR]   (record the 1-worker run with py-spy)
+Each round also prints the workers' CPU from the round's tick to its summary read back;
+BENCH_PERF=FILE records a flat `perf record` of the first worker during round 0.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +45,7 @@ import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 from aiokafka.structs import TopicPartition  # noqa: E402
 
-from stream_bench import batched, produce, py_spy_record  # noqa: E402
+from stream_bench import batched, cpu_seconds, produce, py_spy_record  # noqa: E402
 from topics.catalog import topic_specs  # noqa: E402
 from worker.app import partition_for  # noqa: E402
 from worker.broker import EmbeddedBroker, create_topics  # noqa: E402
@@ -48,6 +53,7 @@ from worker.core.engine import Engine  # noqa: E402
 from worker.core.outputs import Source  # noqa: E402
 from worker.core.params import parse_params  # noqa: E402
 from worker.core.sharing import haircut_round_id  # noqa: E402
+from worker.gc_tuning import tune_collector  # noqa: E402
 from worker.harness import WorkerGroup, fetch_stats, wait_for  # noqa: E402
 from worker.wire import encode_output  # noqa: E402
 
@@ -141,7 +147,18 @@ def first_marks() -> list[dict]:
 
 # ---------------------------------------------------------------- replay floor
 def replay_floor(params_text: str, accounts: int, rounds: int) -> list[dict]:
-    """The in-process core: the same rounds, each at its tick (``run_rounds_locally``)."""
+    """The in-process core: the same rounds, each at its tick (``run_rounds_locally``), with the
+    collector settings of `replay` and the worker (worker/gc_tuning.py; CPython's defaults made
+    this floor 2.1–2.7 s instead of 0.7–0.9 s at 100 000 winners)."""
+    saved = gc.get_threshold()
+    tune_collector()
+    try:
+        return _replay_floor(params_text, accounts, rounds)
+    finally:
+        gc.set_threshold(*saved)
+
+
+def _replay_floor(params_text: str, accounts: int, rounds: int) -> list[dict]:
     engine = Engine(parse_params(params_text.encode()))
     source = Source("bench", 0, 0, None, b"")
     for value in first_marks():
@@ -409,10 +426,21 @@ async def run_config(broker: EmbeddedBroker, params_path: Path, log_dir: Path, w
                 done = asyncio.Event()
                 during_task = asyncio.create_task(ladder_.tick_for(until=done))
                 await asyncio.sleep(0.2)  # ETH ticks are flowing
+                perf = None
+                if os.environ.get("BENCH_PERF") and r == 0:  # a flat perf profile of the first worker, round 0
+                    perf = subprocess.Popen(["perf", "record", "-F", "1000", "-p", str(group.procs[0].pid), "-o",
+                                             os.environ["BENCH_PERF"]], stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL)
+                    await asyncio.sleep(0.5)
+                cpu_before = cpu_seconds([proc.pid for proc in group.procs])
                 tick_at = time.time()
                 await producer.send_and_wait(prefix + "mark-prices",
                                              orjson.dumps(round_tick(r)), key=b"BTC-PERP")
                 seen = await asyncio.get_running_loop().run_in_executor(None, queue.get, True, 600)
+                round_cpu_s = cpu_seconds([proc.pid for proc in group.procs]) - cpu_before  # (≈ to the summary)
+                if perf is not None:
+                    perf.send_signal(signal.SIGINT)
+                    perf.wait(30)
                 done.set()
                 during = await during_task
                 reader.join(10)
@@ -433,6 +461,7 @@ async def run_config(broker: EmbeddedBroker, params_path: Path, log_dir: Path, w
                     "round": r, "deficit_units": deficit, "shared": summary.get("shared"),
                     "summary_s": seen["summary_at"] - tick_at,
                     "all_events_s": max(seen["summary_at"], seen["last_haircut_at"]) - tick_at,
+                    "workers_cpu_s": round_cpu_s,
                     "phases_ms": {
                         "tick→announce": marks["announce"] - 1000 * tick_at,
                         "snapshot (announce→last report)": marks["snapshot_reports"][-1] - marks["announce"],
@@ -450,7 +479,8 @@ async def run_config(broker: EmbeddedBroker, params_path: Path, log_dir: Path, w
                 figures["tick_epoch_s"] = tick_at
                 result["rounds"].append(figures)
                 print(f"  [{workers} worker(s)] round {r}: summary {figures['summary_s']:.2f} s, all "
-                      f"{accounts:,} haircuts + summary {figures['all_events_s']:.2f} s; phases (ms) "
+                      f"{accounts:,} haircuts + summary {figures['all_events_s']:.2f} s (workers' CPU "
+                      f"{figures['workers_cpu_s']:.2f} s); phases (ms) "
                       + ", ".join(f"{k} {v:.0f}" for k, v in figures["phases_ms"].items())
                       + f"; ETH p50/p99/max ms: baseline {fmt_lat(figures['eth_baseline'])}, "
                       f"during {fmt_lat(figures['eth_during'])}, after {fmt_lat(figures['eth_after'])} "
@@ -516,6 +546,8 @@ async def main() -> int:
                                             2.0 if args.quick else AFTER_S, args.ladder, args.py_spy))
     for res in results:
         rs = res["rounds"]
+        print(f"{res['workers']} worker(s): workers' CPU tick → summary {spread([r['workers_cpu_s'] for r in rs], 's')}",
+              flush=True)
         print(f"{res['workers']} worker(s): tick → summary read back {spread([r['summary_s'] for r in rs])}; "
               f"→ all events read back {spread([r['all_events_s'] for r in rs])}", flush=True)
         for name in rs[0]["phases_ms"]:

@@ -10,6 +10,8 @@ from typing import Any, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from worker.core.outputs import ALLOCATION_AMOUNTS
+
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 EVALUATION_BUCKETS = (0, 1, 2, 5, 10, 25, 50, 100, 250, 1000, 5000, 25000)
 
@@ -26,17 +28,20 @@ METRIC_NAMES = (
 ROUND_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
-# an allocation's totals that the counters sum, in settlement minor units
-ALLOCATION_TOTALS = ("liquidator", "insurance_fund", "protocol", "shortfall", "insurance_cover", "socialized_loss")
+# an allocation's totals that the counters sum, in settlement minor units: the order of its
+# ``Output.amounts`` (the integers the core rendered; nothing here parses the strings back)
+ALLOCATION_TOTALS = ALLOCATION_AMOUNTS
 
 
 class _Value:
     def __init__(self, value: dict) -> None:
         self.value = value
+        self.amounts = None
 
 
 def _units(text: str) -> int:
-    """Decimal string at its scale → integer units (exact: strings carry exactly their decimals)."""
+    """Decimal string at its scale → integer units (exact: strings carry exactly their decimals).
+    Only for an output rebuilt from a stored value, which carries no amounts."""
     return int(text.replace(".", ""))
 
 
@@ -96,7 +101,7 @@ class WorkerMetrics:
         """Count what was published; a cascade's allocations are summed first and each counter
         moved once (a labelled counter costs a lookup and a lock per ``inc``)."""
         liquidations: dict[tuple[str, str], int] = {}
-        sums = dict.fromkeys(ALLOCATION_TOTALS, 0)
+        liquidator = insurance_fund = protocol = shortfall = cover = socialized = 0
         for output in outputs:
             value = output.value
             kind = value.get("type")
@@ -104,25 +109,31 @@ class WorkerMetrics:
                 scope = "cross" if value["scope"] == "cross" else "isolated"
                 outcome = (scope, "bankrupt" if value["bankrupt"] else "solvent")
                 liquidations[outcome] = liquidations.get(outcome, 0) + 1
-                totals = value["totals"]
-                for name in ALLOCATION_TOTALS:
-                    text = totals[name]
-                    if text.strip("0.-"):  # (most totals are zero: "0.000000")
-                        sums[name] += _units(text)
+                amounts = output.amounts
+                if amounts is None:  # rebuilt from a stored value: its rendered totals
+                    amounts = tuple(_units(value["totals"][name]) for name in ALLOCATION_TOTALS)
+                a_liquidator, a_insurance_fund, a_protocol, a_shortfall, a_cover, a_socialized = amounts
+                liquidator += a_liquidator
+                insurance_fund += a_insurance_fund
+                protocol += a_protocol
+                shortfall += a_shortfall
+                cover += a_cover
+                socialized += a_socialized
             elif kind == "dead_letter":
                 self.dead_letters.labels(value["error"]["code"]).inc()
             elif kind in ("haircut_round", "repayment_round"):
                 round_kind = "haircut" if kind == "haircut_round" else "repay"
                 self.rounds.labels(round_kind).inc()
-                self.shared.labels(round_kind).inc(_units(value["paid"]))
+                self.shared.labels(round_kind).inc(output.amounts[0] if output.amounts else _units(value["paid"]))
         if liquidations:
             for (scope, outcome), count in liquidations.items():
                 self.liquidations.labels(scope, outcome).inc(count)
-            for destination in ("liquidator", "insurance_fund", "protocol"):
-                self.penalty.labels(destination).inc(sums[destination])
-            self.shortfall.inc(sums["shortfall"])
-            self.cover.inc(sums["insurance_cover"])
-            self.socialized.inc(sums["socialized_loss"])
+            self.penalty.labels("liquidator").inc(liquidator)
+            self.penalty.labels("insurance_fund").inc(insurance_fund)
+            self.penalty.labels("protocol").inc(protocol)
+            self.shortfall.inc(shortfall)
+            self.cover.inc(cover)
+            self.socialized.inc(socialized)
 
     def observe_allocation(self, value: dict) -> None:
         self.observe_outputs([_Value(value)])

@@ -187,7 +187,7 @@ class RoundCoordinator:
                 params, round_id=round_id, ts=record["ts"], symbol=record["symbol"], loss_side=record["loss_side"],
                 mark_seq=record["mark_seq"], mark_ticks=record["mark"], deficit_before_units=deficit,
                 eligible_weight_units=total, shared_units=amount, paid_units=paid,
-                carried_units=deficit - paid, haircuts=count)))
+                carried_units=deficit - paid, haircuts=count), (paid,)))
         else:
             if paid > amount:
                 raise SharingError(f"repayment round {round_id} paid {paid} of {amount}")
@@ -199,7 +199,7 @@ class RoundCoordinator:
             self.claims_units -= paid
             out.append(Output("loss-sharing", params.asset, repayment_round_event(
                 params, round_id=round_id, ts=record["ts"], balance_before_units=int(record["balance_before"]),
-                claims_before_units=total, budget_units=amount, paid_units=paid, claimants=count)))
+                claims_before_units=total, budget_units=amount, paid_units=paid, claimants=count), (paid,)))
         del self.inflight[round_id]
         started = self.started_at.pop(round_id, None)
         if started is not None:

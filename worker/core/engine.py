@@ -18,8 +18,8 @@ from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_ma
 from .fund import InsuranceFund, record_deficits, request_item, settle
 from .liquidation import plan_liquidation, plan_to_list
 from .margin import Leg, MarginState, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
-from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_event, dead_letter_event, margin_call_event,
-                      unpublishable_stub)
+from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_amounts, allocation_event, dead_letter_event,
+                      margin_call_event, unpublishable_stub)
 from .params import Params
 from .sharing import DeficitBook, rounds_due, run_rounds_locally, tick_marker
 
@@ -1142,7 +1142,8 @@ class Engine:
             if not plan.bankrupt:  # a solvent allocation does not depend on the fund
                 out.append(Output("liquidations", account.account_id, allocation_event(
                     self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope, ts=ts,
-                    trigger=trigger, insurance_cover_units=0, socialized_loss_units=0)))
+                    trigger=trigger, insurance_cover_units=0, socialized_loss_units=0),
+                    allocation_amounts(plan, 0, 0)))
             pending = PendingLiquidation(scope, account.seq, n, ts, [[o.topic, o.key, o.value] for o in out])
             out = [o for o in out if o.topic != "insurance-requests"]  # requests leave batched
         else:
@@ -1151,7 +1152,8 @@ class Engine:
             try:
                 out.append(Output("liquidations", account.account_id, allocation_event(
                     self.params, plan, liquidation_id=lid, account_id=account.account_id, scope=scope, ts=ts,
-                    trigger=trigger, insurance_cover_units=cover, socialized_loss_units=social)))
+                    trigger=trigger, insurance_cover_units=cover, socialized_loss_units=social),
+                    allocation_amounts(plan, cover, social)))
             except AssertionError:
                 self.fund.balance_units = balance_before
                 raise

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from .liquidation import LiquidationPlan, plan_from_json
-from .outputs import Output, Trigger, allocation_event, insurance_fund_entry, socialized_loss_event
+from .outputs import (Output, Trigger, allocation_amounts, allocation_event, insurance_fund_entry,
+                      socialized_loss_event)
 from .params import Params
 from .sharing import DeficitBook
 
@@ -142,7 +143,7 @@ class FundLedger:
                                          scope=item["scope"], ts=item["ts"],
                                          trigger=Trigger(source, symbol, seq, price),
                                          insurance_cover_units=cover, socialized_loss_units=social)
-                out.append(Output("liquidations", item["account_id"], event))
+                out.append(Output("liquidations", item["account_id"], event, allocation_amounts(plan, cover, social)))
         except AssertionError:
             self.fund.balance_units = balance_before  # nothing recorded for a plan that does not balance
             raise

@@ -5,7 +5,7 @@ Field order is fixed here so that one encoder gives byte-identical output on eve
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Final
 
 from .fixed import format_units
@@ -27,12 +27,30 @@ class Output:
     topic: str  # catalog name without prefix: "liquidations", "insurance-fund", ...
     key: str
     value: dict[str, Any]
+    # the integer amounts the metrics count, beside the rendered value (which nothing parses back):
+    # an allocation's ``ALLOCATION_AMOUNTS``, a round summary's (paid,); None for the other events
+    # and for an output rebuilt from a stored value. Not part of the event: equality ignores it.
+    amounts: tuple[int, ...] | None = field(compare=False)
 
     # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
-    def __init__(self, topic: str, key: str, value: dict[str, Any]) -> None:
+    def __init__(self, topic: str, key: str, value: dict[str, Any], amounts: tuple[int, ...] | None = None) -> None:
         object.__setattr__(self, "topic", topic)
         object.__setattr__(self, "key", key)
         object.__setattr__(self, "value", value)
+        object.__setattr__(self, "amounts", amounts)
+
+
+# An allocation's amounts in ``Output.amounts``, in this order, at the quote scale (the names of
+# its `totals`): what the metrics add up without parsing the decimal strings back.
+ALLOCATION_AMOUNTS: Final = ("liquidator", "insurance_fund", "protocol", "shortfall", "insurance_cover",
+                             "socialized_loss")
+
+
+def allocation_amounts(plan: LiquidationPlan, insurance_cover_units: int,
+                       socialized_loss_units: int) -> tuple[int, int, int, int, int, int]:
+    """``ALLOCATION_AMOUNTS`` of an allocation: the integers its `totals` render."""
+    return (plan.liquidator_units, plan.insurance_fund_units, plan.protocol_units, plan.shortfall_units,
+            insurance_cover_units, socialized_loss_units)
 
 
 @dataclass(frozen=True, slots=True, init=False)

@@ -434,7 +434,7 @@ def run_rounds_locally(params: Params, book: DeficitBook, accounts: dict[str, An
         out.append(Output("loss-sharing", symbol, haircut_round_event(
             params, round_id=round_id, ts=ts, symbol=symbol, loss_side=side, mark_seq=mark_seq,
             mark_ticks=mark_ticks, deficit_before_units=deficit, eligible_weight_units=total, shared_units=shared,
-            paid_units=paid, carried_units=carried, haircuts=len(events))))
+            paid_units=paid, carried_units=carried, haircuts=len(events)), (paid,)))
     if repay:
         outputs, repaid = repayment_round_locally(params, book, accounts, fund, dirty, ts=ts)
         out.extend(outputs)
@@ -465,5 +465,5 @@ def repayment_round_locally(params: Params, book: DeficitBook, accounts: dict[st
             reason="repayment_residue", round_id=round_id)))
     out.append(Output("loss-sharing", params.asset, repayment_round_event(
         params, round_id=round_id, ts=ts, balance_before_units=balance_before, claims_before_units=total,
-        budget_units=budget, paid_units=paid, claimants=len(events))))
+        budget_units=budget, paid_units=paid, claimants=len(events)), (paid,)))
     return out, paid
