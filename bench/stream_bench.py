@@ -6,10 +6,11 @@ Prints, in one run:
   3. tick → liquidation latency p50/p99 with background position traffic;
   4. time to publish a cascade of 10 k liquidations among 100 k accounts;
   5. scopes evaluated per tick at 10 k and 200 k healthy accounts (the candidate index).
-Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2]
+Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2] [--repeat N]
                                    [--baseline-root DIR] [--py-spy DIR]
   --only cascade     parts 3 and 4 only (latency and cascade); --only throughput: parts 1 and 2;
   --workers 1,2      run parts 3 and 4 with each of these worker counts;
+  --repeat N         run parts 3 and 4 N times (alternating with the baseline) and print the medians;
   --baseline-root    also run parts 1–4 with the workers started from another checkout (e.g.
                      `git archive <commit> | tar -x -C DIR`), just before this tree's, same broker;
   --py-spy DIR       record this tree's first worker with py-spy during the cascade and each throughput phase.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -430,6 +432,9 @@ async def main() -> int:
                         help="cascade: the latency and cascade parts only; throughput: parts 1 and 2 only")
     parser.add_argument("--workers", default="1", help="worker counts for latency and cascade, e.g. 1,2")
     parser.add_argument("--baseline-root", type=Path, help="a checkout to run latency and cascade with too")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run latency and cascade this many times per worker count (alternating with the "
+                             "baseline), then print the medians: one cascade varies by ±20 %% from run to run here")
     parser.add_argument("--py-spy", type=Path, help="record this tree's first worker with py-spy here: during the cascade, and "
                              "over each throughput phase (the recorded rates are then lower)")
     args = parser.parse_args()
@@ -466,14 +471,25 @@ async def main() -> int:
                       f"worker per CPU-second {tp['worker_batched_cpu_eps']:,.0f}", flush=True)
         for workers in worker_counts if args.only != "throughput" else ():
             runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
-            for name, root in runs:
-                label = f"[{workers} worker{'s' if workers > 1 else ''}, {name}] " if len(runs) > 1 or \
-                    len(worker_counts) > 1 else ""
-                prefix = f"lat-{workers}w-{'base' if root else 'new'}-"
-                lc = await latency_and_cascade(broker, log_dir, sizes["ticks"], sizes["cascade_accounts"],
-                                               sizes["cascade_size"], workers, prefix, root,
-                                               None if root else args.py_spy)
-                print_latency_and_cascade(label, lc, sizes["cascade_accounts"])
+            found: dict[str, list[dict]] = {}
+            for repeat in range(args.repeat):
+                for name, root in runs:
+                    label = f"[{workers} worker{'s' if workers > 1 else ''}, {name}] " if len(runs) > 1 or \
+                        len(worker_counts) > 1 or args.repeat > 1 else ""
+                    prefix = f"lat-{workers}w-{'base' if root else 'new'}-" + (f"{repeat}-" if repeat else "")
+                    lc = await latency_and_cascade(broker, log_dir, sizes["ticks"], sizes["cascade_accounts"],
+                                                   sizes["cascade_size"], workers, prefix, root,
+                                                   None if root or repeat else args.py_spy)
+                    print_latency_and_cascade(label, lc, sizes["cascade_accounts"])
+                    found.setdefault(label, []).append(lc)
+            if args.repeat > 1:
+                for label, lcs in found.items():
+                    print(f"{label}median of {len(lcs)}: " + ", ".join(
+                        f"{name} {statistics.median(lc[key] for lc in lcs):.2f}{unit} "
+                        f"({min(lc[key] for lc in lcs):.2f}–{max(lc[key] for lc in lcs):.2f})"
+                        for name, key, unit in (("cascade", "cascade_s", " s"), ("its CPU", "cascade_cpu_s", " s"),
+                                                ("tick p99", "latency_p99_ms", " ms"),
+                                                ("tick max", "latency_max_ms", " ms"))), flush=True)
     if args.only == "all":
         for n in (10_000, 200_000) if not args.quick else (2_000, 20_000):
             print(f"evaluations per tick  : {evaluations_per_tick(n):.2f} with {n:,} healthy accounts", flush=True)
