@@ -162,6 +162,14 @@ def start_bare(bootstrap: str, topic: str, log_dir: Path) -> tuple[subprocess.Po
     return proc, port
 
 
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process (Linux /proc), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def cpu_seconds(pids: list[int], system: bool = False) -> float:
     """User + system CPU time of these processes so far (Linux /proc), in seconds (``system``: the
     system time alone)."""
@@ -297,6 +305,7 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
         await wait_for(lambda: sum((s or {"counters": {}})["counters"].get("position_events", 0)
                                    for s in group.stats()) >= total_events, 900, "setup applied", interval_s=0.2)
         await group.wait_ready(120)
+        results["workers_rss_mib"] = sum(rss_mib(proc.pid) for proc in group.procs)  # all accounts loaded
         await consumer.start()
         await consumer.getmany(timeout_ms=500)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
@@ -419,6 +428,7 @@ def print_latency_and_cascade(label: str, lc: dict, cascade_accounts: int) -> No
           f"{cascade_accounts:,} accounts published in {lc['cascade_s']:.2f} s "
           f"(workers' CPU {lc['cascade_cpu_s']:.2f} s, system {lc['cascade_sys_s']:.2f} s; "
           f"broker's CPU {lc.get('cascade_broker_cpu_s', 0):.2f} s)", flush=True)
+    print(f"{label}  workers' RSS with every account loaded: {lc['workers_rss_mib']:.0f} MiB", flush=True)
     phases = lc.get("cascade_phases_ms") or {}
     if phases:
         print(f"{label}  after the tick (ms)  : " + "; ".join(

@@ -112,6 +112,19 @@ def test_a_liquidation_writes_only_its_account_before_it_the_others_stay_deferre
     assert written(producer) == ["b", "a", "c"] and not runtime.engine.dirty
 
 
+def test_the_table_keeps_the_bytes_written_to_the_changelog_and_the_takeover_reads_them_back():
+    """The `accounts` table's memory holds each account's changelog record as bytes (no decoded
+    copy for the garbage collector to walk); what a takeover rebuilds from it is the account."""
+    runtime, producer = runtime_with_changed(["a", "b"])
+    runtime.engine.accounts["b"].claim_units = 2**64 + 1  # a claim beyond 64 bits: a string in the record
+    assert asyncio.run(runtime.persist_dirty()) == 2
+    memory = runtime.accounts_table.data
+    assert {orjson.loads(key): value for topic, key, value in producer.sent if topic == CHANGELOG} == memory
+    assert all(type(value) is bytes for value in memory.values())
+    for account_id, value in memory.items():
+        assert app_module.account_from_stored(value) == runtime.engine.accounts[account_id]
+
+
 def test_the_flush_writes_in_chunks_and_a_money_move_waiting_for_the_lock_goes_in_between(monkeypatch):
     monkeypatch.setattr(app_module, "PERSIST_CHUNK_ACCOUNTS", 2)
     accounts = [f"acct-{i}" for i in range(5)]

@@ -104,19 +104,24 @@ def expected_alice():
 
 def test_an_old_format_changelog_record_still_recovers():
     """Recovery of a changelog written before the compact format: the store builds the account
-    from the old dict (what Faust's JSON value serializer decodes it to), and a rewrite is compact."""
+    from the record's bytes (what the table's raw value serializer gives it) holding the old dict,
+    and a rewrite is compact. A value decoded by the JSON serializer that earlier versions of the
+    worker declared is read the same."""
+    import orjson
     from faust.serializers import codecs
 
-    from worker.core.engine import AccountState
+    from worker.app import account_from_stored
 
     s = store()
-    s.builder = AccountState.from_record  # as the worker sets it
-    value = codecs.loads("json", OLD_FORMAT_RECORD)
+    s.builder = account_from_stored  # as the worker sets it
+    value = codecs.loads("raw", OLD_FORMAT_RECORD)
+    assert value == OLD_FORMAT_RECORD
     s.apply_changelog_batch([event(0, 3, "alice", value)], same, same)
     built = s.take_built("alice", s.data["alice"])
     assert built == expected_alice()
-    assert built.to_dict() == value  # the old format is still written exactly by to_dict
+    assert built.to_dict() == orjson.loads(OLD_FORMAT_RECORD)  # the old format is still written exactly by to_dict
     assert isinstance(built.to_record(), list)
+    assert account_from_stored(codecs.loads("json", OLD_FORMAT_RECORD)) == built
 
 
 def test_the_compact_record_round_trips_exactly_through_the_table_serializer():
@@ -128,12 +133,17 @@ def test_the_compact_record_round_trips_exactly_through_the_table_serializer():
     from worker.core.engine import AccountState, PositionState
     from worker.wire import encode_bounded
 
+    from worker.app import account_from_stored
+
     for account in (expected_alice(), AccountState("bob"), AccountState("carol", 2, 5, {}, claim_units=3)):
         record = account.to_record()
         data = encode_bounded(record)  # what the worker writes to the changelog
         assert codecs.loads("json", data) == record == orjson.loads(codecs.dumps("json", record))
         again = AccountState.from_record(codecs.loads("json", data))
         assert again == account and encode_bounded(again.to_record()) == data
+        # the table's own serializer (raw: the table holds the record's bytes) and its reader
+        assert codecs.loads("raw", codecs.dumps("raw", data)) == data
+        assert account_from_stored(codecs.loads("raw", data)) == account
     # compact: an account with one cross position and nothing pending is 4 fields and its positions
     plain = AccountState("acct-0000001", 2, 5_000_000)
     plain.set_position("BTC-PERP", PositionState(1, 2))
