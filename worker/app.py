@@ -825,13 +825,14 @@ class Runtime:
         if self.coordinator is not None:  # deficits and rounds in flight, consistent with the balance
             record["sharing"] = self.coordinator.to_dict()
         writes = self.ledger.settled.take() if isinstance(self.ledger.settled, _Prefixed) else []
+        settled = len(writes)
         writes.append((self._balance_key(), record))
         table = self.fund_table
         memory = _memory(table)
         key_partition = getattr(table.data, "_key_partition", {})
         topic = table.changelog_topic.get_topic_name()
         records = []
-        for key, value in writes:
+        for index, (key, value) in enumerate(writes):
             memory[key] = value
             key_partition[key] = partition
             try:
@@ -840,6 +841,8 @@ class Runtime:
                 log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
                 self.counters["internal_error:state_encode"] += 1
                 continue
+            if index < settled:  # a settled record stays in memory as its bytes, exact-size (~1.4 KiB
+                memory[key] = memoryview(data).tobytes()  # against ~4.4 KiB of decoded outputs)
             records.append((topic, partition, encode(key), data))
         return records
 
@@ -873,8 +876,10 @@ def _with_encoded_outputs(value: Any, encoded: dict[int, bytes]) -> Any:
 
 class _Prefixed:
     """A key-prefixed view of a table: the fund's settled records live beside its balance. A write
-    goes to the table's memory at once (``Runtime._write_ledger`` sets it again) and
-    waits in ``pending`` until the fund agent sends the message's records together (``take``)."""
+    goes to the table's memory at once (``Runtime._ledger_records`` replaces it with the record's
+    bytes) and waits in ``pending`` until the fund agent sends the message's records together
+    (``take``). A value read back is decoded if it is bytes (a record written by this worker) and
+    read as it is otherwise (one applied by recovery: the table's JSON serializer decoded it)."""
 
     def __init__(self, table: Any, prefix: str) -> None:
         self.table, self.prefix = table, prefix
@@ -887,7 +892,8 @@ class _Prefixed:
     def get(self, key: str, default: Any = None) -> Any:
         if self.memory is None:
             self.refresh()
-        return self.memory.get(self.prefix + key, default)
+        value = self.memory.get(self.prefix + key, default)
+        return decode(value) if isinstance(value, bytes) else value
 
     def __setitem__(self, key: str, value: Any) -> None:
         if self.memory is None:
