@@ -8,13 +8,22 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY worker ./worker
 COPY topics ./topics
 COPY metrics ./metrics
 COPY examples ./examples
-# the worker's dependencies only: no extras (the embedded broker and matplotlib serve the demo, tests, report)
-RUN pip install . \
+# The worker's dependencies only: no extras (the embedded broker and matplotlib serve the demo, tests,
+# report). gcc and the C library's headers (the image has Python's) let the install compile the core
+# with mypyc (setup.py; docs/build.md); they go again after it, and so do the sources, so that
+# `python -m worker` runs the installed, compiled package and not /app/worker (the working directory
+# comes first on sys.path). The build fails if the core did not compile.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && pip install . \
+    && apt-get purge -y --auto-remove gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/* build worker topics metrics pyproject.toml setup.py README.md \
+    && cd / && python -c "import worker.core as c, sys; c.COMPILED or sys.exit('the core is not compiled: ' + str(c.PURE_REASON))" \
     && useradd --create-home --uid 10001 risk
 
 # the HTTP server listens on 127.0.0.1 unless told otherwise: whoever runs the image decides where it is

@@ -298,6 +298,24 @@ def test_dockerfile_copies_what_pip_install_needs():
         assert package in copied
 
 
+def test_the_image_runs_the_installed_compiled_core_not_the_copied_sources():
+    """The install compiles the core (setup.py copied, a C compiler present while it runs), the
+    sources copied to /app are gone before the worker starts (the working directory would shadow
+    the installed package), and the build stops if the core is not compiled, checked from outside
+    /app. (No Docker engine here: docs/build.md says how the same steps were run without one.)"""
+    instructions = dockerfile()
+    copied = {source for kind, arg in instructions if kind == "COPY" for source in arg.split()[:-1]}
+    assert "setup.py" in copied
+    [install] = [arg for kind, arg in instructions if kind == "RUN" and "pip install ." in arg]
+    steps = [step.strip() for step in install.split("&&")]
+    at = {name: next(i for i, step in enumerate(steps) if name in step)
+          for name in ("apt-get install", "pip install .", "rm -rf", "cd /", "c.COMPILED")}
+    assert "gcc" in steps[at["apt-get install"]]
+    assert at["apt-get install"] < at["pip install ."] < at["rm -rf"] < at["cd /"] < at["c.COMPILED"]
+    assert {"worker", "topics", "metrics"} <= set(steps[at["rm -rf"]].split())
+    assert "sys.exit" in steps[at["c.COMPILED"]]
+
+
 # ------------------------------------------------------------------- the commands, on a real broker
 def free_ports(count: int) -> list[int]:
     from worker.broker import free_port
