@@ -364,6 +364,9 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
                         crowd_liquidated += 1
                         stamps.append(r.timestamp)
         results["cascade_s"] = time.perf_counter() - sent
+        results["cascade_cpu_s"] = cpu_seconds([proc.pid for proc in group.procs]) - cpu_before
+        results["cascade_sys_s"] = cpu_seconds([proc.pid for proc in group.procs], system=True) - sys_before
+        results["cascade_broker_cpu_s"] = cpu_seconds(broker_pid) - broker_before
         # phases, by record timestamps (this machine's clock): the requests the engine sent, the
         # allocations the fund agent sent
         requests = await record_stamps(bootstrap, prefix + "insurance-requests", sent_ms)
@@ -381,10 +384,7 @@ async def _latency_and_cascade(bootstrap: str, log_dir: Path, ticks: int, cascad
                 {round(t - sent_ms): ledger.count(t) for t in set(ledger)}.items()), flush=True)
             print("allocations by stamp (ms: count):", sorted(
                 {round(t - sent_ms): stamps.count(t) for t in set(stamps)}.items()), flush=True)
-        results["cascade_cpu_s"] = cpu_seconds([proc.pid for proc in group.procs]) - cpu_before
-        results["cascade_sys_s"] = cpu_seconds([proc.pid for proc in group.procs], system=True) - sys_before
         results["cascade_liquidations"] = crowd_liquidated
-        results["cascade_broker_cpu_s"] = cpu_seconds(broker_pid) - broker_before
         if perf is not None:
             perf.send_signal(subprocess.signal.SIGINT)
             perf.wait(30)
