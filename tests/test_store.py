@@ -158,3 +158,21 @@ def test_an_unknown_record_format_is_refused():
 
     with pytest.raises(ValueError):
         AccountState.from_record([99, "x"])
+
+
+def test_the_worker_s_accounts_changelog_is_read_back_as_the_bytes_written():
+    """The worker's `accounts` table: its changelog's value serializer is raw (Faust replaces a
+    schema's serializer with the one of the table's value_type unless that is bytes too), so that
+    recovery and standby copies hold the record's bytes; its keys stay JSON, as the worker writes them."""
+    from faust.serializers import codecs
+
+    from worker.app import create_app
+    from worker.core.engine import AccountState
+    from worker.settings import resolve
+    from worker.wire import encode_bounded
+
+    _, runtime = create_app(resolve(environ={"RISK_BOOTSTRAP": "127.0.0.1:1"}))
+    schema = runtime.accounts_table.changelog_topic.schema
+    assert (schema.key_serializer, schema.value_serializer) == ("json", "raw")
+    data = encode_bounded(AccountState("bob", 2, 5).to_record())
+    assert codecs.loads(schema.value_serializer, data) == data

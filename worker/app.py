@@ -958,7 +958,8 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     # the accounts' table holds each record's bytes (what its changelog holds), not a decoded copy:
     # one untracked object per account instead of ~10 lists the garbage collector walks
     bytes_values = faust.Schema(key_type=str, key_serializer="raw", value_type=bytes, value_serializer="raw")
-    runtime.accounts_table = app.Table("accounts", partitions=settings.partitions, schema=bytes_values)
+    runtime.accounts_table = app.Table("accounts", partitions=settings.partitions, schema=bytes_values,
+                                      value_type=bytes)  # (without it Faust makes the changelog JSON again)
     if hasattr(runtime.accounts_table.data, "builder"):  # standby copies are built as they arrive
         runtime.accounts_table.data.builder = account_from_stored  # either changelog format
     runtime.fund_table = app.Table("fund-ledger", partitions=1, schema=json_values)
