@@ -22,7 +22,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && pip install . \
     && apt-get purge -y --auto-remove gcc libc6-dev \
-    && rm -rf /var/lib/apt/lists/* build worker topics metrics pyproject.toml setup.py README.md \
+    && rm -rf /var/lib/apt/lists/* build *.egg-info worker topics metrics pyproject.toml setup.py README.md \
     && cd / && python -c "import worker.core as c, sys; c.COMPILED or sys.exit('the core is not compiled: ' + str(c.PURE_REASON))" \
     && useradd --create-home --uid 10001 risk
 
