@@ -17,7 +17,8 @@ from .fixed import PPM, format_units
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
 from .fund import InsuranceFund, record_deficits, request_item, settle
 from .liquidation import plan_liquidation, plan_to_list
-from .margin import Leg, MarginState, call_level, margin_state, notional, ratio_ppm, safe_move_ticks, zone
+from .margin import (BandTerms, Leg, MarginState, band_terms, call_level, margin_state, notional, ratio_ppm,
+                     safe_move_ticks_with, zone)
 from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_amounts, allocation_event, dead_letter_event,
                       margin_call_event, unpublishable_stub)
 from .params import Params
@@ -705,6 +706,9 @@ class Engine:
         self.tick_markers = False
         self.claims_units = sum(a.claim_units for a in self.accounts.values())  # Σ claims outstanding
         self.index = CandidateIndex()
+        # per symbol: safe_move_ticks' constants at this call ratio (BandTerms)
+        self._band_terms: dict[str, BandTerms] = {
+            name: band_terms(sym, params.call_ratio_ppm) for name, sym in params.symbols.items()}
         self.expiries: list[tuple[int, ScopeKey, str]] = []  # (expiry ts, key, liquidation_id)
         self.newest_ts = 0
         self.counters: Counter[str] = Counter()
@@ -1222,8 +1226,9 @@ class Engine:
         else:  # call zone: stays while MM ≤ EQ < call level
             slack = min(state.equity_units - state.maintenance_units, level - state.equity_units - 1)
         share = slack // len(legs)
+        terms = self._band_terms
         for leg in legs:
-            move = safe_move_ticks(leg, share, ratio)
+            move = safe_move_ticks_with(terms[leg.sym.symbol], leg.size_lots, share)  # safe_move_ticks
             self.index.put_band(key, leg.sym.symbol, leg.mark_ticks - move, leg.mark_ticks + move)
 
     def _reindex(self, account: AccountState, scope: str) -> None:

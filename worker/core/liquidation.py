@@ -10,7 +10,7 @@ from typing import Any
 
 from mypy_extensions import mypyc_attr
 
-from .fixed import PPM, ceil_div, floor_div
+from .fixed import PPM, ceil_div, floor_div, mul
 from .margin import Leg, margin_state, notional, severity_ppm, value_floor
 from .params import Params, SymbolParams
 
@@ -92,15 +92,15 @@ class LiquidationPlan:
 def execution_price(sym: SymbolParams, size_lots: int, mark_ticks: int) -> int:
     """X: long floor(P·(10^6 − slip)/10^6), short ceil(P·(10^6 + slip)/10^6), in ticks (§4.2)."""
     if size_lots > 0:
-        return floor_div(mark_ticks * (PPM - sym.slippage_ppm), PPM)
-    return ceil_div(mark_ticks * (PPM + sym.slippage_ppm), PPM)
+        return floor_div(mul(mark_ticks, PPM - sym.slippage_ppm), PPM)
+    return ceil_div(mul(mark_ticks, PPM + sym.slippage_ppm), PPM)
 
 
 def recovery_rate_ppm(size_lots: int, mark_ticks: int, execution_ticks: int) -> int:
     """Value received at X ÷ value at P: long floor(X·10^6/P), short floor(P·10^6/X)."""
     if size_lots > 0:
-        return floor_div(execution_ticks * PPM, mark_ticks)
-    return floor_div(mark_ticks * PPM, execution_ticks)
+        return floor_div(mul(execution_ticks, PPM), mark_ticks)
+    return floor_div(mul(mark_ticks, PPM), execution_ticks)
 
 
 def penalty_rate_ppm(sym: SymbolParams, scope_severity_ppm: int) -> int:
@@ -152,7 +152,7 @@ class _Working:
         collateral = self.collateral + realized
         closed_notional = value_floor(leg.sym, abs(delta_lots), x)
         lv_after_close = self.liquidation_value(collateral, sizes)
-        penalty = min(floor_div(closed_notional * rate_ppm, PPM), max(0, lv_after_close))
+        penalty = min(floor_div(mul(closed_notional, rate_ppm), PPM), max(0, lv_after_close))
         return realized, penalty, collateral - penalty, sizes
 
     def close(self, index: int, delta_lots: int, rate_ppm: int) -> Close:
@@ -183,7 +183,7 @@ class _Working:
 def _bar_met(work: _Working, collateral_units: int, sizes: list[int], buffer_ppm: int) -> bool:
     """EQ ≥ ceil(MM · (10^6 + buffer) / 10^6), at marks   (§4.6)."""
     state = work.state_at_mark(collateral_units, sizes)
-    return state.equity_units >= ceil_div(state.maintenance_units * (PPM + buffer_ppm), PPM)
+    return state.equity_units >= ceil_div(mul(state.maintenance_units, PPM + buffer_ppm), PPM)
 
 
 def smallest_restoring_close(work: _Working, index: int, rate_ppm: int, buffer_ppm: int) -> int | None:

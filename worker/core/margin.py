@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from math import gcd
 
-from .fixed import PPM, ceil_div, floor_div
+from .fixed import PPM, ceil_div, floor_div, mul
 from .params import Bracket, SymbolParams
 
 
@@ -49,12 +50,12 @@ class MarginState:
 
 def value_floor(sym: SymbolParams, lots: int, ticks: int) -> int:
     """floor(lots · ticks) in quote units."""
-    return floor_div(lots * ticks * sym.value_num, sym.value_den)
+    return floor_div(mul(mul(lots, ticks), sym.value_num), sym.value_den)
 
 
 def value_ceil(sym: SymbolParams, lots: int, ticks: int) -> int:
     """ceil(lots · ticks) in quote units."""
-    return ceil_div(lots * ticks * sym.value_num, sym.value_den)
+    return ceil_div(mul(mul(lots, ticks), sym.value_num), sym.value_den)
 
 
 def unrealized_pnl(sym: SymbolParams, size_lots: int, entry_ticks: int, price_ticks: int) -> int:
@@ -78,7 +79,7 @@ def bracket_for(sym: SymbolParams, notional_units: int) -> Bracket:
 def maintenance(sym: SymbolParams, notional_units: int) -> int:
     """MM_i = ceil(N · mmr / 10^6) − cum, quote units."""
     bracket = bracket_for(sym, notional_units)
-    return ceil_div(notional_units * bracket.mmr_ppm, PPM) - bracket.cum_units
+    return ceil_div(mul(notional_units, bracket.mmr_ppm), PPM) - bracket.cum_units
 
 
 def margin_state(collateral_units: int, legs: tuple[Leg, ...] | list[Leg]) -> MarginState:
@@ -92,7 +93,7 @@ def margin_state(collateral_units: int, legs: tuple[Leg, ...] | list[Leg]) -> Ma
 
 def call_level(maintenance_units: int, call_ratio_ppm: int) -> int:
     """Margin-call level ceil(MM · call_ratio / 10^6), quote units."""
-    return ceil_div(maintenance_units * call_ratio_ppm, PPM)
+    return ceil_div(mul(maintenance_units, call_ratio_ppm), PPM)
 
 
 def zone(state: MarginState, call_ratio_ppm: int) -> str:
@@ -108,7 +109,7 @@ def severity_ppm(state: MarginState) -> int:
     """sev = clamp(floor((MM − EQ) · 10^6 / MM), 0, 10^6)   (SPEC §3.3)."""
     if state.maintenance_units <= 0:
         return 0
-    raw = floor_div((state.maintenance_units - state.equity_units) * PPM, state.maintenance_units)
+    raw = floor_div(mul(state.maintenance_units - state.equity_units, PPM), state.maintenance_units)
     return min(max(raw, 0), PPM)
 
 
@@ -116,7 +117,7 @@ def ratio_ppm(state: MarginState) -> int | None:
     """floor(EQ · 10^6 / MM), or None without maintenance."""
     if state.maintenance_units <= 0:
         return None
-    return floor_div(state.equity_units * PPM, state.maintenance_units)
+    return floor_div(mul(state.equity_units, PPM), state.maintenance_units)
 
 
 def liquidation_price(collateral_units: int, legs: list[Leg], index: int) -> Fraction | None:
@@ -170,11 +171,38 @@ def safe_move_ticks(leg: Leg, slack_units: int, call_ratio_ppm: int) -> int:
     each bracket boundary crossed adds ≤ 1 (floored cum); we bound the rounding by
     4 + ceil(ratio)·(3 + brackets).
     """
-    sym = leg.sym
-    rounding_units = 4 + ceil_div(call_ratio_ppm, PPM) * (3 + len(sym.brackets))
-    budget = slack_units - rounding_units
+    return safe_move_ticks_with(band_terms(leg.sym, call_ratio_ppm), leg.size_lots, slack_units)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class BandTerms:
+    """``safe_move_ticks``'s constants for one symbol and call ratio, computed once (the engine keeps
+    one per symbol): the rounding bound and the reduced fraction den·10^12 / (num·(10^12 + ratio·mmr_max)).
+    Reduced by their gcd, the terms are small for usual parameters, so the division of the band
+    stays in machine words (exact either way: the same fraction)."""
+
+    rounding_units: int  # 4 + ceil(ratio)·(3 + brackets)
+    per_unit: int  # den·10^12 / g
+    per_lot_tick: int  # num·(10^12 + ratio·mmr_max) / g
+
+    def __init__(self, rounding_units: int, per_unit: int, per_lot_tick: int) -> None:
+        object.__setattr__(self, "rounding_units", rounding_units)
+        object.__setattr__(self, "per_unit", per_unit)
+        object.__setattr__(self, "per_lot_tick", per_lot_tick)
+
+
+def band_terms(sym: SymbolParams, call_ratio_ppm: int) -> BandTerms:
+    numerator = sym.value_den * PPM * PPM
+    denominator = sym.value_num * (PPM * PPM + call_ratio_ppm * sym.max_mmr_ppm)
+    g = gcd(numerator, denominator)
+    return BandTerms(4 + ceil_div(call_ratio_ppm, PPM) * (3 + len(sym.brackets)), numerator // g, denominator // g)
+
+
+def safe_move_ticks_with(terms: BandTerms, size_lots: int, slack_units: int) -> int:
+    """``safe_move_ticks`` with its constants given: with budget = slack − rounding,
+    Δ = floor(budget·den·10^12 / (|q|·num·(10^12 + ratio·mmr_max))), i.e. |q|·Δ·v·(10^12 + ratio·mmr_max)/10^12
+    ≤ budget; 0 when the budget is not positive."""
+    budget = slack_units - terms.rounding_units
     if budget <= 0:
         return 0
-    # |q|·Δ·(num/den)·(10^12 + ratio·mmr_max)/10^12 ≤ budget
-    per_tick = abs(leg.size_lots) * sym.value_num * (PPM * PPM + call_ratio_ppm * sym.max_mmr_ppm)
-    return floor_div(budget * sym.value_den * PPM * PPM, per_tick)
+    return floor_div(mul(budget, terms.per_unit), mul(abs(size_lots), terms.per_lot_tick))
