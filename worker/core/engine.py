@@ -10,7 +10,6 @@ import heapq
 import sys
 from collections import Counter
 from dataclasses import dataclass
-from heapq import heapify, heappop, heappush  # (a module global: compiled, no attribute lookup per call)
 from typing import Any, Callable, Final, Iterable, Iterator, Sequence
 
 from .fixed import PPM, format_units
@@ -520,11 +519,37 @@ class MarkState:
         self.confirmed = confirmed
 
 
-# A heap entry keeps its slot's version mod 2^VERSION_BITS (exact: see CandidateIndex.drop)
+# An index entry keeps its slot's version mod 2^VERSION_BITS (exact: see CandidateIndex.drop)
 VERSION_BITS: Final = 16
 _VERSION_MASK: Final = (1 << VERSION_BITS) - 1
 _HALF_VERSION_CYCLE_MASK: Final = (1 << (VERSION_BITS - 1)) - 1
-MIN_SLOT_BITS: Final = 17  # a heap entry's slot field; widened as slots are added
+MIN_SLOT_BITS: Final = 17  # an entry's slot field; widened as slots are added
+BUCKET_SHIFT: Final = 12  # a bucket is reference >> 12 ticks wide (~0.025 % of the price), at least 1
+REBUCKET_FACTOR: Final = 4  # a mark below reference / 4 or above reference · 4 buckets the symbol anew
+LAST_BUCKET_FACTOR: Final = 8  # bounds from 8 · reference up share the last bucket
+
+
+class _SymbolBands:
+    """One symbol's band bounds in buckets of ``width`` ticks: ``low[b]`` holds the entries whose lo
+    is in bucket b (lo // width, clamped to [0, last]), ``high[b]`` those whose hi is. Every live lo
+    is ≤ ``low_max`` and every live hi ≥ ``high_min`` (kept on each put and each tick), so a tick at
+    mark m looks only at the buckets between m and those bounds, and none at all on the side it
+    moved away from."""
+
+    def __init__(self, reference_ticks: int) -> None:
+        self.reference = max(1, reference_ticks)
+        self.width = max(1, self.reference >> BUCKET_SHIFT)
+        self.last = LAST_BUCKET_FACTOR * self.reference // self.width
+        self.low: dict[int, list[int]] = {}
+        self.high: dict[int, list[int]] = {}
+        self.any_low = False  # low_max holds a bound (else no lo was put)
+        self.low_max = 0
+        self.any_high = False
+        self.high_min = 0
+
+    def bucket(self, ticks: int) -> int:
+        b = ticks // self.width
+        return 0 if b < 0 else self.last if b > self.last else b
 
 
 class CandidateIndex:
@@ -536,17 +561,21 @@ class CandidateIndex:
     (no mark yet, a guard held the liquidation back) sit in that symbol's watch set.
 
     Compact: a scope is a slot number (its account id and scope in two lists, its version and its
-    number of live bands in two lists), and a heap entry is one int,
-    ``bound · 2^(V + S) + (version mod 2^V) · 2^S + slot`` (bound = −lo in the low heap, hi in the
-    high heap; V = VERSION_BITS, S = the slot bits, the fewest that hold every slot, at least
-    MIN_SLOT_BITS), so the heaps order by bound and an entry is live iff its version is the slot's.
-    With prices below 2^27 ticks and up to 2^17 slots an entry is below 2^60: a 32 B int (two
-    30-bit digits), against 48 B for three digits. Superseded entries are dropped lazily (``compact``).
+    number of live bands in two lists), and an entry is one int,
+    ``bound · 2^(V + S) + (version mod 2^V) · 2^S + slot`` (bound = lo on the low side, hi on the
+    high side; V = VERSION_BITS, S = the slot bits, the fewest that hold every slot, at least
+    MIN_SLOT_BITS), so comparing entries compares bounds and an entry is live iff its version is
+    the slot's. With prices below 2^27 ticks and up to 2^17 slots an entry is below 2^60: a 32 B
+    int (two 30-bit digits), against 48 B for three digits.
+
+    Entries sit in price buckets (``_SymbolBands``), not heaps: a band put is an append, and a tick
+    reads the buckets its move crossed (and the one it is in), where a heap of 100 000 entries took
+    ~17 comparisons of scattered ints for each push near the mark and each pop. Superseded entries
+    are dropped when their bucket is read, or all at once (``compact``).
     """
 
     def __init__(self) -> None:
-        self._low: dict[str, list[int]] = {}  # max-heap by lo (negated)
-        self._high: dict[str, list[int]] = {}  # min-heap by hi
+        self._symbols: dict[str, _SymbolBands] = {}
         self._watch: dict[str, set[ScopeKey]] = {}
         self._cross_slot: dict[str, int] = {}  # account_id → slot of its cross scope
         self._isolated_slot: dict[ScopeKey, int] = {}  # (account_id, symbol) → slot
@@ -556,7 +585,9 @@ class CandidateIndex:
         # the generic protocol; small ints are shared objects, so a slot costs 8 bytes either way)
         self._version: list[int] = []  # per slot; bumped when its bands are dropped
         self._bands: list[int] = []  # per slot: live bands (0: not banded)
-        self._entries = 0  # band pairs in the heaps, live or superseded
+        self._entries = 0  # entries on the fuller side, live or superseded
+        self._low_entries = 0
+        self._high_entries = 0
         self._live = 0  # live band pairs
         self._slot_bits = MIN_SLOT_BITS  # S
         self._slot_mask = (1 << MIN_SLOT_BITS) - 1  # 2^S − 1
@@ -614,15 +645,30 @@ class CandidateIndex:
     def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int, hi_ticks: int) -> None:
         slot = self._slot(key)
         tail = (self._version[slot] & _VERSION_MASK) << self._slot_bits | slot
-        low = self._low.get(symbol)
-        if low is None:
-            low = self._low[symbol] = []
-            self._high[symbol] = []
-        heappush(low, (-lo_ticks) << self._tail_bits | tail)
-        heappush(self._high[symbol], hi_ticks << self._tail_bits | tail)
+        bands = self._symbols.get(symbol)
+        if bands is None:  # bucketed around the band's centre (a band is mark ± move)
+            bands = self._symbols[symbol] = _SymbolBands((lo_ticks + hi_ticks) // 2)
+        b = bands.bucket(lo_ticks)
+        entries = bands.low.get(b)
+        if entries is None:
+            bands.low[b] = [lo_ticks << self._tail_bits | tail]
+        else:
+            entries.append(lo_ticks << self._tail_bits | tail)
+        if not bands.any_low or lo_ticks > bands.low_max:
+            bands.low_max, bands.any_low = lo_ticks, True
+        b = bands.bucket(hi_ticks)
+        entries = bands.high.get(b)
+        if entries is None:
+            bands.high[b] = [hi_ticks << self._tail_bits | tail]
+        else:
+            entries.append(hi_ticks << self._tail_bits | tail)
+        if not bands.any_high or hi_ticks < bands.high_min:
+            bands.high_min, bands.any_high = hi_ticks, True
         self._bands[slot] += 1
         self._live += 1
-        self._entries += 1
+        self._low_entries += 1
+        self._high_entries += 1
+        self._entries = max(self._low_entries, self._high_entries)
         # superseded pairs > live / 2 + 10 000: a compaction scans live + superseded entries, so
         # each superseded pair costs ~3 scans (at > live: 2, and ~55 B per account more at the peak)
         if self._entries > self._live + self._live // 2 + 10_000:
@@ -636,52 +682,102 @@ class CandidateIndex:
 
     def candidates(self, symbol: str, mark_ticks: int) -> set[ScopeKey]:
         found = self._watch.pop(symbol, set())
-        low = self._low.get(symbol)
-        if low:
-            below = (-mark_ticks) << self._tail_bits  # entry < below ⇔ −lo < −mark ⇔ lo > mark
-            while low and low[0] < below:
-                entry = heappop(low)
-                if self._is_live(entry):
-                    slot = entry & self._slot_mask
-                    found.add((self._slot_account[slot], self._slot_scope[slot]))
-        high = self._high.get(symbol)
-        if high:
-            below = mark_ticks << self._tail_bits  # entry < below ⇔ hi < mark
-            while high and high[0] < below:
-                entry = heappop(high)
-                if self._is_live(entry):
-                    slot = entry & self._slot_mask
-                    found.add((self._slot_account[slot], self._slot_scope[slot]))
+        bands = self._symbols.get(symbol)
+        if bands is None:
+            return found
+        if mark_ticks < bands.reference // REBUCKET_FACTOR or mark_ticks > bands.reference * REBUCKET_FACTOR:
+            bands = self._rebucket(symbol, mark_ticks)
+        if bands.any_low and bands.low_max > mark_ticks:  # a lo above the mark may exist
+            # entry ≥ above ⇔ lo ≥ mark + 1 ⇔ lo > mark: the band is left below
+            above = (mark_ticks + 1) << self._tail_bits
+            for b in range(bands.bucket(mark_ticks), bands.bucket(bands.low_max) + 1):
+                entries = bands.low.get(b)
+                if entries is not None:
+                    self._low_entries -= self._take(bands.low, b, entries, above, True, found)
+            bands.low_max = mark_ticks  # every lo left is ≤ the mark
+        if bands.any_high and bands.high_min < mark_ticks:  # a hi below the mark may exist
+            # entry < below ⇔ hi < mark: the band is left above
+            below = mark_ticks << self._tail_bits
+            for b in range(bands.bucket(bands.high_min), bands.bucket(mark_ticks) + 1):
+                entries = bands.high.get(b)
+                if entries is not None:
+                    self._high_entries -= self._take(bands.high, b, entries, below, False, found)
+            bands.high_min = mark_ticks  # every hi left is ≥ the mark
+        self._entries = max(self._low_entries, self._high_entries)
         return found
+
+    def _take(self, buckets: dict[int, list[int]], b: int, entries: list[int], limit: int, at_or_above: bool,
+              found: set[ScopeKey]) -> int:
+        """Move the live entries of bucket ``b`` past ``limit`` (≥ it, or < it) into ``found`` as
+        scopes, keep the other live ones, drop the superseded; the number of entries removed."""
+        version, slot_bits, slot_mask = self._version, self._slot_bits, self._slot_mask
+        kept: list[int] = []
+        for e in entries:
+            slot = e & slot_mask
+            if (e >> slot_bits) & _VERSION_MASK != version[slot] & _VERSION_MASK:
+                continue  # superseded
+            if (e >= limit) == at_or_above:
+                found.add((self._slot_account[slot], self._slot_scope[slot]))
+            else:
+                kept.append(e)
+        if kept:
+            buckets[b] = kept
+        else:
+            del buckets[b]
+        return len(entries) - len(kept)
+
+    def _rebucket(self, symbol: str, mark_ticks: int) -> _SymbolBands:
+        """The symbol's entries in buckets around ``mark_ticks``: after a move beyond a factor of
+        REBUCKET_FACTOR from the reference, the buckets would be too fine (a tick reads many) or too
+        coarse (the mark's bucket holds many)."""
+        old = self._symbols[symbol]
+        bands = self._symbols[symbol] = _SymbolBands(mark_ticks)
+        bands.any_low, bands.low_max, bands.any_high, bands.high_min = old.any_low, old.low_max, old.any_high, old.high_min
+        tail_bits = self._tail_bits
+        for entries in old.low.values():
+            for e in entries:
+                bands.low.setdefault(bands.bucket(e >> tail_bits), []).append(e)
+        for entries in old.high.values():
+            for e in entries:
+                bands.high.setdefault(bands.bucket(e >> tail_bits), []).append(e)
+        return bands
 
     def _widen_slots(self) -> None:
         """One more slot bit: every entry is written again with the wider slot field (bound,
-        version and slot unchanged, so the heaps keep their order and liveness)."""
+        version and slot unchanged, so buckets and liveness are the same)."""
         old_bits, old_mask, old_tail_bits = self._slot_bits, self._slot_mask, self._tail_bits
         self._slot_bits = old_bits + 1
         self._slot_mask = (1 << self._slot_bits) - 1
         self._tail_bits = self._slot_bits + VERSION_BITS
-        for heaps in (self._low, self._high):
-            for symbol, heap in heaps.items():
-                heaps[symbol] = [(e >> old_tail_bits) << self._tail_bits
-                                 | ((e >> old_bits) & _VERSION_MASK) << self._slot_bits | (e & old_mask)
-                                 for e in heap]  # bound order kept: still a heap
+        for bands in self._symbols.values():
+            for buckets in (bands.low, bands.high):
+                for b, entries in buckets.items():
+                    buckets[b] = [(e >> old_tail_bits) << self._tail_bits
+                                  | ((e >> old_bits) & _VERSION_MASK) << self._slot_bits | (e & old_mask)
+                                  for e in entries]
 
     def compact(self) -> None:
-        """Drop superseded heap entries (lazy deletion leaves them behind).
+        """Drop superseded entries (lazy deletion leaves them behind where no tick reads).
 
         ``_is_live`` written out: an entry is below 2^62 for any realistic price, so compiled these
         are machine-word operations and a list read (no method call, no set of live tails to build:
         that set is ~50 B per account of peak memory)."""
         version, slot_bits, slot_mask = self._version, self._slot_bits, self._slot_mask
-        for heaps in (self._low, self._high):
-            for symbol, heap in heaps.items():
-                live = [e for e in heap
-                        if (e >> slot_bits) & _VERSION_MASK == version[e & slot_mask] & _VERSION_MASK]
-                if len(live) < len(heap):
-                    heapify(live)
-                    heaps[symbol] = live
-        self._entries = max(sum(len(h) for h in self._low.values()), sum(len(h) for h in self._high.values()))
+        low_entries = high_entries = 0
+        for bands in self._symbols.values():
+            for buckets in (bands.low, bands.high):
+                for b in list(buckets):
+                    entries = buckets[b]
+                    live = [e for e in entries
+                            if (e >> slot_bits) & _VERSION_MASK == version[e & slot_mask] & _VERSION_MASK]
+                    if not live:
+                        del buckets[b]
+                    elif len(live) < len(entries):
+                        buckets[b] = live
+            low_entries += sum(len(entries) for entries in bands.low.values())
+            high_entries += sum(len(entries) for entries in bands.high.values())
+        self._low_entries, self._high_entries = low_entries, high_entries
+        self._entries = max(low_entries, high_entries)
 
 
 class Engine:
