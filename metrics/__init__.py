@@ -33,12 +33,6 @@ ROUND_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 ALLOCATION_TOTALS = ALLOCATION_AMOUNTS
 
 
-class _Value:
-    def __init__(self, value: dict) -> None:
-        self.value = value
-        self.amounts = None
-
-
 def _units(text: str) -> int:
     """Decimal string at its scale → integer units (exact: strings carry exactly their decimals).
     Only for an output rebuilt from a stored value, which carries no amounts."""
@@ -134,9 +128,6 @@ class WorkerMetrics:
             self.shortfall.inc(shortfall)
             self.cover.inc(cover)
             self.socialized.inc(socialized)
-
-    def observe_allocation(self, value: dict) -> None:
-        self.observe_outputs([_Value(value)])
 
     def observe_input(self, topic: str, value: Any, seconds: float) -> None:
         self.count_events(topic, value)
