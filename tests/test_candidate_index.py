@@ -47,7 +47,9 @@ _KEYS = [(f"a{i}", "cross") for i in range(3)] + [("a0", "ETH-PERP")]
 _SYMBOLS = st.sampled_from([SYMBOL, SYMBOL, SYMBOL, "ETH-PERP"])
 _anywhere = st.integers(-5, 300) | st.integers(-10**20, 10**20)
 _operations = st.lists(st.one_of(
-    st.tuples(st.just("put"), st.sampled_from(_KEYS), _SYMBOLS, st.integers(0, 40)),  # mark ± move
+    # mark ± move, or one side of it only (a healthy scope: no bound its position's way)
+    st.tuples(st.just("put"), st.sampled_from(_KEYS), _SYMBOLS, st.integers(0, 40),
+              st.sampled_from(["both", "both", "low only", "high only"])),
     st.tuples(st.just("put anywhere"), st.sampled_from(_KEYS), _SYMBOLS, _anywhere, _anywhere),
     st.tuples(st.just("drop"), st.sampled_from(_KEYS)),
     st.tuples(st.just("tick"), _SYMBOLS, st.integers(-40, 40) | st.integers(-10**6, 10**7))),  # the mark's move
@@ -58,22 +60,28 @@ _operations = st.lists(st.one_of(
 @given(_operations)
 # a tick finds one scope and keeps another whose band ends exactly at the mark, then a tick of one
 # more leaves it: found only if the first tick's bound on what it kept is exact (low, high side)
-@example([("put", ("a0", "cross"), SYMBOL, 5), ("put", ("a1", "cross"), SYMBOL, 10),
+@example([("put", ("a0", "cross"), SYMBOL, 5, "both"), ("put", ("a1", "cross"), SYMBOL, 10, "both"),
           ("tick", SYMBOL, -10), ("tick", SYMBOL, -1)])
-@example([("put", ("a0", "cross"), SYMBOL, 5), ("put", ("a1", "cross"), SYMBOL, 10),
+@example([("put", ("a0", "cross"), SYMBOL, 5, "both"), ("put", ("a1", "cross"), SYMBOL, 10, "both"),
           ("tick", SYMBOL, 10), ("tick", SYMBOL, 1)])
 def test_a_tick_finds_exactly_the_scopes_whose_band_it_leaves_whatever_the_bands_and_moves(operations):
     # Model: each scope's bands by symbol, as the engine holds them (a scope's bands are dropped
     # together; after a tick the engine drops what it found and bands it again). A tick at m must
     # find exactly the scopes with a band of that symbol not containing m: lo > m or hi < m.
     index = CandidateIndex()
-    model: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
+    model: dict[tuple[str, str], dict[str, tuple[int | None, int | None]]] = {}
     marks = {SYMBOL: 200_000, "ETH-PERP": 150_000}
     for operation in operations:
         if operation[0].startswith("put"):
             key, symbol = operation[1], operation[2]
+            lo: int | None
+            hi: int | None
             if operation[0] == "put":
                 lo, hi = marks[symbol] - operation[3], marks[symbol] + operation[3]
+                if operation[4] == "low only":
+                    hi = None
+                elif operation[4] == "high only":
+                    lo = None
             else:
                 lo, hi = min(operation[3:]), max(operation[3:])
             if symbol in model.get(key, {}):  # the engine drops a scope before banding it again
@@ -87,8 +95,9 @@ def test_a_tick_finds_exactly_the_scopes_whose_band_it_leaves_whatever_the_bands
         else:
             _, symbol, move = operation
             mark_ticks = marks[symbol] = max(1, marks[symbol] + move)
-            expected = {key for key, bands in model.items()
-                        if symbol in bands and not bands[symbol][0] <= mark_ticks <= bands[symbol][1]}
+            expected = {key for key, bands in model.items() if symbol in bands and (
+                (bands[symbol][0] is not None and mark_ticks < bands[symbol][0])
+                or (bands[symbol][1] is not None and mark_ticks > bands[symbol][1]))}
             assert index.candidates(symbol, mark_ticks) == expected
             for key in expected:
                 index.drop(key)

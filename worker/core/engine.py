@@ -642,32 +642,37 @@ class CandidateIndex:
         slot = self._find(key)
         return slot >= 0 and self._bands[slot] > 0
 
-    def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int, hi_ticks: int) -> None:
+    def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int | None, hi_ticks: int | None) -> None:
+        """Band the scope on ``symbol``: a tick below ``lo_ticks`` or above ``hi_ticks`` finds it;
+        None: no bound on that side (a healthy scope's zone cannot change that way)."""
         slot = self._slot(key)
         tail = (self._version[slot] & _VERSION_MASK) << self._slot_bits | slot
         bands = self._symbols.get(symbol)
-        if bands is None:  # bucketed around the band's centre (a band is mark ± move)
-            bands = self._symbols[symbol] = _SymbolBands((lo_ticks + hi_ticks) // 2)
-        b = bands.bucket(lo_ticks)
-        entries = bands.low.get(b)
-        if entries is None:
-            bands.low[b] = [lo_ticks << self._tail_bits | tail]
-        else:
-            entries.append(lo_ticks << self._tail_bits | tail)
-        if not bands.any_low or lo_ticks > bands.low_max:
-            bands.low_max, bands.any_low = lo_ticks, True
-        b = bands.bucket(hi_ticks)
-        entries = bands.high.get(b)
-        if entries is None:
-            bands.high[b] = [hi_ticks << self._tail_bits | tail]
-        else:
-            entries.append(hi_ticks << self._tail_bits | tail)
-        if not bands.any_high or hi_ticks < bands.high_min:
-            bands.high_min, bands.any_high = hi_ticks, True
+        if bands is None:  # bucketed around the band's centre (a band is mark ± move) or its bound
+            reference = lo_ticks if hi_ticks is None else hi_ticks if lo_ticks is None else (lo_ticks + hi_ticks) // 2
+            bands = self._symbols[symbol] = _SymbolBands(0 if reference is None else reference)
+        if lo_ticks is not None:
+            b = bands.bucket(lo_ticks)
+            entries = bands.low.get(b)
+            if entries is None:
+                bands.low[b] = [lo_ticks << self._tail_bits | tail]
+            else:
+                entries.append(lo_ticks << self._tail_bits | tail)
+            if not bands.any_low or lo_ticks > bands.low_max:
+                bands.low_max, bands.any_low = lo_ticks, True
+            self._low_entries += 1
+        if hi_ticks is not None:
+            b = bands.bucket(hi_ticks)
+            entries = bands.high.get(b)
+            if entries is None:
+                bands.high[b] = [hi_ticks << self._tail_bits | tail]
+            else:
+                entries.append(hi_ticks << self._tail_bits | tail)
+            if not bands.any_high or hi_ticks < bands.high_min:
+                bands.high_min, bands.any_high = hi_ticks, True
+            self._high_entries += 1
         self._bands[slot] += 1
         self._live += 1
-        self._low_entries += 1
-        self._high_entries += 1
         self._entries = max(self._low_entries, self._high_entries)
         # superseded pairs > live / 2 + 10 000: a compaction scans live + superseded entries, so
         # each superseded pair costs ~3 scans (at > live: 2, and ~55 B per account more at the peak)
@@ -1317,7 +1322,8 @@ class Engine:
             return
         ratio = self.params.call_ratio_ppm
         level = call_level(state.maintenance_units, ratio)
-        if state.equity_units >= level:  # healthy: stays so while EQ ≥ call level
+        healthy = state.equity_units >= level
+        if healthy:  # healthy: stays so while EQ ≥ call level
             slack = state.equity_units - level
         else:  # call zone: stays while MM ≤ EQ < call level
             slack = min(state.equity_units - state.maintenance_units, level - state.equity_units - 1)
@@ -1330,8 +1336,15 @@ class Engine:
         total = sum(weights)
         for leg, weight in zip(legs, weights):
             share = mul(slack, weight) // total if total > 0 else slack // len(legs)
-            move = safe_move_ticks_with(terms[leg.sym.symbol], leg.size_lots, share)  # safe_move_ticks
-            self.index.put_band(key, leg.sym.symbol, leg.mark_ticks - move, leg.mark_ticks + move)
+            leg_terms = terms[leg.sym.symbol]
+            move = safe_move_ticks_with(leg_terms, leg.size_lots, share)  # safe_move_ticks
+            if healthy and move > 0 and leg_terms.one_sided:
+                if leg.size_lots > 0:
+                    self.index.put_band(key, leg.sym.symbol, leg.mark_ticks - move, None)
+                else:
+                    self.index.put_band(key, leg.sym.symbol, None, leg.mark_ticks + move)
+            else:
+                self.index.put_band(key, leg.sym.symbol, leg.mark_ticks - move, leg.mark_ticks + move)
 
     def _reindex(self, account: AccountState, scope: str) -> None:
         key = (account.account_id, scope)

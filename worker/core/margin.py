@@ -184,18 +184,23 @@ class BandTerms:
     rounding_units: int  # 4 + ceil(ratio)·(3 + brackets)
     per_unit: int  # den·10^12 / g
     per_lot_tick: int  # num·(10^12 + ratio·mmr_max) / g
+    # ratio·mmr_max < 10^12: a healthy scope's leg moving its position's way changes EQ − call level
+    # by ≥ |q|·Δ·v·(1 − ratio·mmr_max/10^12) − rounding ≥ −rounding, so that side needs no bound
+    one_sided: bool
 
-    def __init__(self, rounding_units: int, per_unit: int, per_lot_tick: int) -> None:
+    def __init__(self, rounding_units: int, per_unit: int, per_lot_tick: int, one_sided: bool) -> None:
         object.__setattr__(self, "rounding_units", rounding_units)
         object.__setattr__(self, "per_unit", per_unit)
         object.__setattr__(self, "per_lot_tick", per_lot_tick)
+        object.__setattr__(self, "one_sided", one_sided)
 
 
 def band_terms(sym: SymbolParams, call_ratio_ppm: int) -> BandTerms:
     numerator = sym.value_den * PPM * PPM
     denominator = sym.value_num * (PPM * PPM + call_ratio_ppm * sym.max_mmr_ppm)
     g = gcd(numerator, denominator)
-    return BandTerms(4 + ceil_div(call_ratio_ppm, PPM) * (3 + len(sym.brackets)), numerator // g, denominator // g)
+    return BandTerms(4 + ceil_div(call_ratio_ppm, PPM) * (3 + len(sym.brackets)), numerator // g, denominator // g,
+                     call_ratio_ppm * sym.max_mmr_ppm < PPM * PPM)
 
 
 def safe_move_ticks_with(terms: BandTerms, size_lots: int, slack_units: int) -> int:
