@@ -1331,11 +1331,25 @@ class Engine:
         # N_i / ΣN) (Σ share_i ≤ slack: any split keeps the zone inside the bands), so that each band
         # allows about the same relative move: an equal split gave the largest leg the narrowest band
         # in price terms, and the most evaluations (replay bench: −10 % evaluations, −20 % on BTC ticks).
+        # A healthy scope's leg is banded on its adverse side only (BandTerms.one_sided: a move its
+        # position's way cannot bring EQ below the call level by more than the rounding its share holds).
         terms = self._band_terms
-        weights = [notional(leg.sym, leg.size_lots, leg.mark_ticks) for leg in legs] if len(legs) > 1 else [1]
-        total = sum(weights)
-        for leg, weight in zip(legs, weights):
-            share = mul(slack, weight) // total if total > 0 else slack // len(legs)
+        count = len(legs)
+        weights: list[int] = []
+        total = 0
+        if count > 1:
+            for leg in legs:
+                weight = notional(leg.sym, leg.size_lots, leg.mark_ticks)
+                weights.append(weight)
+                total += weight
+        for i in range(count):
+            leg = legs[i]
+            if count == 1:
+                share = slack
+            elif total > 0:
+                share = mul(slack, weights[i]) // total
+            else:
+                share = slack // count
             leg_terms = terms[leg.sym.symbol]
             move = safe_move_ticks_with(leg_terms, leg.size_lots, share)  # safe_move_ticks
             if healthy and move > 0 and leg_terms.one_sided:
