@@ -618,10 +618,18 @@ class CandidateIndex:
         self._bands.append(0)
         return slot
 
+    def slot_of(self, key: ScopeKey) -> int:
+        """The scope's slot, given one if it has none: for ``drop_at`` and ``put_band_at``, which
+        then need no lookup of the key."""
+        return self._slot(key)
+
     def drop(self, key: ScopeKey) -> None:
         """Forget the scope's bands and watches: whoever drops it indexes it again as it is now (a
         watch left behind would have a later tick evaluate a scope that no longer holds the symbol)."""
-        slot = self._find(key)
+        self.drop_at(self._find(key), key)
+
+    def drop_at(self, slot: int, key: ScopeKey) -> None:
+        """``drop`` of the scope ``key`` at ``slot`` (−1: it never had one)."""
         if slot >= 0 and self._bands[slot]:
             self._live -= self._bands[slot]
             self._bands[slot] = 0
@@ -645,7 +653,10 @@ class CandidateIndex:
     def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int | None, hi_ticks: int | None) -> None:
         """Band the scope on ``symbol``: a tick below ``lo_ticks`` or above ``hi_ticks`` finds it;
         None: no bound on that side (a healthy scope's zone cannot change that way)."""
-        slot = self._slot(key)
+        self.put_band_at(self._slot(key), symbol, lo_ticks, hi_ticks)
+
+    def put_band_at(self, slot: int, symbol: str, lo_ticks: int | None, hi_ticks: int | None) -> None:
+        """``put_band`` at the scope's slot (``slot_of``)."""
         tail = (self._version[slot] & _VERSION_MASK) << self._slot_bits | slot
         bands = self._symbols.get(symbol)
         if bands is None:  # bucketed around the band's centre (a band is mark ± move) or its bound
@@ -1317,9 +1328,12 @@ class Engine:
 
     # ------------------------------------------------------------------ index
     def _index_bands(self, key: ScopeKey, state: MarginState, legs: list[Leg]) -> None:
-        self.index.drop(key)
         if not legs:
+            self.index.drop(key)
             return
+        index = self.index
+        slot = index.slot_of(key)  # (one lookup of the key for the drop and the puts)
+        index.drop_at(slot, key)
         ratio = self.params.call_ratio_ppm
         level = call_level(state.maintenance_units, ratio)
         healthy = state.equity_units >= level
@@ -1354,11 +1368,11 @@ class Engine:
             move = safe_move_ticks_with(leg_terms, leg.size_lots, share)  # safe_move_ticks
             if healthy and move > 0 and leg_terms.one_sided:
                 if leg.size_lots > 0:
-                    self.index.put_band(key, leg.sym.symbol, leg.mark_ticks - move, None)
+                    index.put_band_at(slot, leg.sym.symbol, leg.mark_ticks - move, None)
                 else:
-                    self.index.put_band(key, leg.sym.symbol, None, leg.mark_ticks + move)
+                    index.put_band_at(slot, leg.sym.symbol, None, leg.mark_ticks + move)
             else:
-                self.index.put_band(key, leg.sym.symbol, leg.mark_ticks - move, leg.mark_ticks + move)
+                index.put_band_at(slot, leg.sym.symbol, leg.mark_ticks - move, leg.mark_ticks + move)
 
     def _reindex(self, account: AccountState, scope: str) -> None:
         key = (account.account_id, scope)
