@@ -44,7 +44,7 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
             key, updates = typed
             elements = elements_of(partial(_line_value, line))
             source = Source("positions", 0, offset, _key_bytes(key), None,
-                            value_fn=partial(_line_value_bytes, line))
+                            partial(_line_value_bytes, line))  # (value_fn; positional: no keyword parsing)
             yield from engine.process_position_updates(updates, source, elements)
             engine.dirty.clear()  # replay persists no state (below)
             continue

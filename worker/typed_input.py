@@ -21,8 +21,8 @@ import msgspec
 
 from topics.codec import MAX_MESSAGE_BYTES, DecodeError, decode
 
-from .core.inputs import (MAX_ACCOUNT_ID_CHARS, MISSING, BadInput, BalanceUpdate, PositionUpdate, balance_terms,
-                          position_terms)
+from .core.inputs import (MAX_ACCOUNT_ID_CHARS, MISSING, BadInput, BalanceUpdate, PositionUpdate, balance_update,
+                          position_update)
 from .core.params import Params
 
 Update = Union[PositionUpdate, BalanceUpdate]
@@ -70,14 +70,13 @@ _decode_line = msgspec.json.Decoder(_PositionsLine).decode
 
 
 def _update(event: _Event, params: Params) -> Update:
-    if isinstance(event, _Position):
-        isolated_margin: object = MISSING if event.isolated_margin is msgspec.UNSET else event.isolated_margin
-        symbol, size_lots, entry_ticks, isolated, isolated_margin_units = position_terms(
-            params, event.symbol, event.size, event.entry_price, event.margin_mode, isolated_margin)
-        return PositionUpdate(event.account_id, symbol, size_lots, entry_ticks, event.seq, event.ts,
-                              isolated, isolated_margin_units, event.liquidation_id)
-    collateral_units = balance_terms(params, event.asset, event.collateral)
-    return BalanceUpdate(event.account_id, collateral_units, event.seq, event.ts, event.liquidation_id)
+    if isinstance(event, _Position):  # (the checks and the update: one compiled call each)
+        return position_update(params, event.account_id, event.symbol, event.size, event.entry_price,
+                               event.margin_mode,
+                               MISSING if event.isolated_margin is msgspec.UNSET else event.isolated_margin,
+                               event.seq, event.ts, event.liquidation_id)
+    return balance_update(params, event.account_id, event.asset, event.collateral, event.seq, event.ts,
+                          event.liquidation_id)
 
 
 def _updates(value: _Value, params: Params) -> Indexed | None:

@@ -210,6 +210,23 @@ def position_terms(params: Params, symbol: str, size: object, entry_price: objec
     return sym.symbol, size_lots, entry_ticks, margin_mode == "isolated", isolated_margin_units
 
 
+def position_update(params: Params, account_id: str, symbol: str, size: object, entry_price: object,
+                    margin_mode: object, isolated_margin: object, seq: int, ts: int,
+                    liquidation_id: str | None) -> PositionUpdate:
+    """The update of a position event whose fields a typed decoder took (types, lengths, ranges):
+    ``position_terms``' checks and the update in one compiled call."""
+    symbol, size_lots, entry_ticks, isolated, isolated_margin_units = position_terms(
+        params, symbol, size, entry_price, margin_mode, isolated_margin)
+    return PositionUpdate(account_id, symbol, size_lots, entry_ticks, seq, ts, isolated, isolated_margin_units,
+                          liquidation_id)
+
+
+def balance_update(params: Params, account_id: str, asset: str, collateral: object, seq: int, ts: int,
+                   liquidation_id: str | None) -> BalanceUpdate:
+    """``position_update`` for a balance event."""
+    return BalanceUpdate(account_id, balance_terms(params, asset, collateral), seq, ts, liquidation_id)
+
+
 def balance_terms(params: Params, asset: str, collateral: object) -> int:
     """The collateral in quote units: the asset is the settlement asset, the amount a decimal."""
     if asset != params.asset:
