@@ -1,5 +1,6 @@
 """The engine's candidate index (worker/core/engine.py, CandidateIndex): compact entries in price buckets
 (bound · 2^(V + S) + version mod 2^V · 2^S + slot) find exactly the scopes whose band a tick leaves."""
+import pytest
 from hypothesis import example, given, settings, strategies as st
 
 from worker.core.engine import MIN_SLOT_BITS, VERSION_BITS, CandidateIndex
@@ -66,7 +67,7 @@ _operations = st.lists(st.one_of(
           ("tick", SYMBOL, 10), ("tick", SYMBOL, 1)])
 def test_a_tick_finds_exactly_the_scopes_whose_band_it_leaves_whatever_the_bands_and_moves(operations):
     # Model: each scope's bands by symbol, as the engine holds them (a scope's bands are dropped
-    # together; after a tick the engine drops what it found and bands it again). A tick at m must
+    # together; after a tick the engine drops what it found, as here, and bands it again). A tick at m must
     # find exactly the scopes with a band of that symbol not containing m: lo > m or hi < m.
     index = CandidateIndex()
     model: dict[tuple[str, str], dict[str, tuple[int | None, int | None]]] = {}
@@ -102,3 +103,9 @@ def test_a_tick_finds_exactly_the_scopes_whose_band_it_leaves_whatever_the_bands
             for key in expected:
                 index.drop(key)
                 model.pop(key)
+
+
+def test_a_band_with_no_bound_is_refused():
+    # it would count the scope as banded while no tick could ever find it
+    with pytest.raises(ValueError):
+        CandidateIndex().put_band(("a", "cross"), SYMBOL, None, None)

@@ -584,11 +584,11 @@ class CandidateIndex:
         # per slot: lists, not arrays (compiled, a list item is read natively, an array's through
         # the generic protocol; small ints are shared objects, so a slot costs 8 bytes either way)
         self._version: list[int] = []  # per slot; bumped when its bands are dropped
-        self._bands: list[int] = []  # per slot: live bands (0: not banded)
-        self._entries = 0  # entries on the fuller side, live or superseded
+        self._bands: list[int] = []  # per slot: live entries (0: not banded)
+        self._entries = 0  # entries on both sides, live or superseded
         self._low_entries = 0
         self._high_entries = 0
-        self._live = 0  # live band pairs
+        self._live = 0  # live entries (a band has one or two: ``put_band``)
         self._slot_bits = MIN_SLOT_BITS  # S
         self._slot_mask = (1 << MIN_SLOT_BITS) - 1  # 2^S − 1
         self._tail_bits = MIN_SLOT_BITS + VERSION_BITS  # V + S: an entry is bound · 2^(V + S) + tail
@@ -653,10 +653,14 @@ class CandidateIndex:
     def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int | None, hi_ticks: int | None) -> None:
         """Band the scope on ``symbol``: a tick below ``lo_ticks`` or above ``hi_ticks`` finds it;
         None: no bound on that side (a healthy scope's zone cannot change that way)."""
+        if lo_ticks is None and hi_ticks is None:
+            raise ValueError("a band needs a bound: no tick would ever find the scope")
         self.put_band_at(self._slot(key), symbol, lo_ticks, hi_ticks)
 
     def put_band_at(self, slot: int, symbol: str, lo_ticks: int | None, hi_ticks: int | None) -> None:
         """``put_band`` at the scope's slot (``slot_of``)."""
+        if lo_ticks is None and hi_ticks is None:
+            raise ValueError("a band needs a bound: no tick would ever find the scope")
         tail = (self._version[slot] & _VERSION_MASK) << self._slot_bits | slot
         bands = self._symbols.get(symbol)
         if bands is None:  # bucketed around the band's centre (a band is mark ± move) or its bound
@@ -682,12 +686,13 @@ class CandidateIndex:
             if not bands.any_high or hi_ticks < bands.high_min:
                 bands.high_min, bands.any_high = hi_ticks, True
             self._high_entries += 1
-        self._bands[slot] += 1
-        self._live += 1
-        self._entries = max(self._low_entries, self._high_entries)
-        # superseded pairs > live / 2 + 10 000: a compaction scans live + superseded entries, so
-        # each superseded pair costs ~3 scans (at > live: 2, and ~55 B per account more at the peak)
-        if self._entries > self._live + self._live // 2 + 10_000:
+        added = (0 if lo_ticks is None else 1) + (0 if hi_ticks is None else 1)
+        self._bands[slot] += added
+        self._live += added
+        self._entries = self._low_entries + self._high_entries
+        # superseded entries > live / 2 + 20 000: a compaction scans live + superseded entries, so
+        # each superseded entry costs ~3 scans (at > live: 2, and ~55 B per account more at the peak)
+        if self._entries > self._live + self._live // 2 + 20_000:
             self.compact()
 
     def watch(self, key: ScopeKey, symbol: str) -> None:
@@ -719,7 +724,7 @@ class CandidateIndex:
                 if entries is not None:
                     self._high_entries -= self._take(bands.high, b, entries, below, False, found)
             bands.high_min = mark_ticks  # every hi left is ≥ the mark
-        self._entries = max(self._low_entries, self._high_entries)
+        self._entries = self._low_entries + self._high_entries
         return found
 
     def _take(self, buckets: dict[int, list[int]], b: int, entries: list[int], limit: int, at_or_above: bool,
@@ -793,7 +798,7 @@ class CandidateIndex:
             low_entries += sum(len(entries) for entries in bands.low.values())
             high_entries += sum(len(entries) for entries in bands.high.values())
         self._low_entries, self._high_entries = low_entries, high_entries
-        self._entries = max(low_entries, high_entries)
+        self._entries = low_entries + high_entries
 
 
 class Engine:
