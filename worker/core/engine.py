@@ -552,6 +552,14 @@ class _SymbolBands:
         return 0 if b < 0 else self.last if b > self.last else b
 
 
+def _append(buckets: dict[int, list[int]], b: int, entry: int) -> None:
+    entries = buckets.get(b)
+    if entries is None:
+        buckets[b] = [entry]
+    else:
+        entries.append(entry)
+
+
 class CandidateIndex:
     """Finds the scopes a mark tick can move to another zone without touching the others.
 
@@ -653,8 +661,6 @@ class CandidateIndex:
     def put_band(self, key: ScopeKey, symbol: str, lo_ticks: int | None, hi_ticks: int | None) -> None:
         """Band the scope on ``symbol``: a tick below ``lo_ticks`` or above ``hi_ticks`` finds it;
         None: no bound on that side (a healthy scope's zone cannot change that way)."""
-        if lo_ticks is None and hi_ticks is None:
-            raise ValueError("a band needs a bound: no tick would ever find the scope")
         self.put_band_at(self._slot(key), symbol, lo_ticks, hi_ticks)
 
     def put_band_at(self, slot: int, symbol: str, lo_ticks: int | None, hi_ticks: int | None) -> None:
@@ -667,22 +673,12 @@ class CandidateIndex:
             reference = lo_ticks if hi_ticks is None else hi_ticks if lo_ticks is None else (lo_ticks + hi_ticks) // 2
             bands = self._symbols[symbol] = _SymbolBands(0 if reference is None else reference)
         if lo_ticks is not None:
-            b = bands.bucket(lo_ticks)
-            entries = bands.low.get(b)
-            if entries is None:
-                bands.low[b] = [lo_ticks << self._tail_bits | tail]
-            else:
-                entries.append(lo_ticks << self._tail_bits | tail)
+            _append(bands.low, bands.bucket(lo_ticks), lo_ticks << self._tail_bits | tail)
             if not bands.any_low or lo_ticks > bands.low_max:
                 bands.low_max, bands.any_low = lo_ticks, True
             self._low_entries += 1
         if hi_ticks is not None:
-            b = bands.bucket(hi_ticks)
-            entries = bands.high.get(b)
-            if entries is None:
-                bands.high[b] = [hi_ticks << self._tail_bits | tail]
-            else:
-                entries.append(hi_ticks << self._tail_bits | tail)
+            _append(bands.high, bands.bucket(hi_ticks), hi_ticks << self._tail_bits | tail)
             if not bands.any_high or hi_ticks < bands.high_min:
                 bands.high_min, bands.any_high = hi_ticks, True
             self._high_entries += 1
@@ -757,10 +753,10 @@ class CandidateIndex:
         tail_bits = self._tail_bits
         for entries in old.low.values():
             for e in entries:
-                bands.low.setdefault(bands.bucket(e >> tail_bits), []).append(e)
+                _append(bands.low, bands.bucket(e >> tail_bits), e)
         for entries in old.high.values():
             for e in entries:
-                bands.high.setdefault(bands.bucket(e >> tail_bits), []).append(e)
+                _append(bands.high, bands.bucket(e >> tail_bits), e)
         return bands
 
     def _widen_slots(self) -> None:
