@@ -831,16 +831,17 @@ class Runtime:
         topic = table.changelog_topic.get_topic_name()
         records = []
         for index, (key, value) in enumerate(writes):
-            memory[key] = value
             key_partition[key] = partition
             try:
                 data = encode_bounded(_with_encoded_outputs(value, encoded) if encoded else value)
             except EncodeError:
+                memory[key] = value
                 log.critical("table %s key %.80r: not encodable; not written to the changelog", table.name, key)
                 self.counters["internal_error:state_encode"] += 1
                 continue
-            if index < settled:  # a settled record stays in memory as its bytes (~1.4 KiB against
-                memory[key] = _exact_size(data)  # ~4.4 KiB of decoded outputs)
+            # a settled record stays in memory as its bytes (~1.4 KiB against ~4.4 KiB of decoded
+            # outputs); the balance record as the dict
+            memory[key] = _exact_size(data) if index < settled else value
             records.append((topic, partition, encode(key), data))
         return records
 

@@ -17,7 +17,7 @@ from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_ma
 from .fund import InsuranceFund, record_deficits, request_item, settle
 from .liquidation import plan_liquidation, plan_to_list
 from .margin import (BandTerms, Leg, MarginState, band_terms, call_level, margin_state, notional, ratio_ppm,
-                     safe_move_ticks_with, zone)
+                     safe_move_ticks, zone)
 from .outputs import (SCHEMA_VERSION, Output, Source, Trigger, allocation_amounts, allocation_event, dead_letter_event,
                       margin_call_event, unpublishable_stub)
 from .params import Params
@@ -593,8 +593,7 @@ class CandidateIndex:
         # the generic protocol; small ints are shared objects, so a slot costs 8 bytes either way)
         self._version: list[int] = []  # per slot; bumped when its bands are dropped
         self._bands: list[int] = []  # per slot: live entries (0: not banded)
-        self._entries = 0  # entries on both sides, live or superseded
-        self._low_entries = 0
+        self._low_entries = 0  # entries on each side, live or superseded
         self._high_entries = 0
         self._live = 0  # live entries (a band has one or two: ``put_band``)
         self._slot_bits = MIN_SLOT_BITS  # S
@@ -685,10 +684,9 @@ class CandidateIndex:
         added = (0 if lo_ticks is None else 1) + (0 if hi_ticks is None else 1)
         self._bands[slot] += added
         self._live += added
-        self._entries = self._low_entries + self._high_entries
         # superseded entries > live / 2 + 20 000: a compaction scans live + superseded entries, so
         # each superseded entry costs ~3 scans (at > live: 2, and ~55 B per account more at the peak)
-        if self._entries > self._live + self._live // 2 + 20_000:
+        if self._low_entries + self._high_entries > self._live + self._live // 2 + 20_000:
             self.compact()
 
     def watch(self, key: ScopeKey, symbol: str) -> None:
@@ -720,7 +718,6 @@ class CandidateIndex:
                 if entries is not None:
                     self._high_entries -= self._take(bands.high, b, entries, below, False, found)
             bands.high_min = mark_ticks  # every hi left is ≥ the mark
-        self._entries = self._low_entries + self._high_entries
         return found
 
     def _take(self, buckets: dict[int, list[int]], b: int, entries: list[int], limit: int, at_or_above: bool,
@@ -794,7 +791,6 @@ class CandidateIndex:
             low_entries += sum(len(entries) for entries in bands.low.values())
             high_entries += sum(len(entries) for entries in bands.high.values())
         self._low_entries, self._high_entries = low_entries, high_entries
-        self._entries = low_entries + high_entries
 
 
 class Engine:
@@ -1366,7 +1362,7 @@ class Engine:
             else:
                 share = slack // count
             leg_terms = terms[leg.sym.symbol]
-            move = safe_move_ticks_with(leg_terms, leg.size_lots, share)  # safe_move_ticks
+            move = safe_move_ticks(leg_terms, leg.size_lots, share)
             if healthy and move > 0 and leg_terms.one_sided:
                 if leg.size_lots > 0:
                     index.put_band_at(slot, leg.sym.symbol, leg.mark_ticks - move, None)

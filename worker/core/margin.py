@@ -162,18 +162,6 @@ def bankruptcy_price(collateral_units: int, legs: list[Leg], index: int) -> Frac
     return price if price > 0 else None
 
 
-def safe_move_ticks(leg: Leg, slack_units: int, call_ratio_ppm: int) -> int:
-    """How far this leg's mark may move (ticks, either way) while consuming at most ``slack_units``
-    of the distance between equity and the nearest zone boundary.
-
-    A move of Δ ticks changes U by ≤ |q|·Δ·v + 1 and the call level by
-    ≤ ratio·(mmr_max·(|q|·Δ·v + 1) + 2) + 1 (ceil/floor rounding of N, MM, cum, level);
-    each bracket boundary crossed adds ≤ 1 (floored cum); we bound the rounding by
-    4 + ceil(ratio)·(3 + brackets).
-    """
-    return safe_move_ticks_with(band_terms(leg.sym, call_ratio_ppm), leg.size_lots, slack_units)
-
-
 @dataclass(frozen=True, slots=True, init=False)
 class BandTerms:
     """``safe_move_ticks``'s constants for one symbol and call ratio, computed once (the engine keeps
@@ -203,10 +191,17 @@ def band_terms(sym: SymbolParams, call_ratio_ppm: int) -> BandTerms:
                      call_ratio_ppm * sym.max_mmr_ppm < PPM * PPM)
 
 
-def safe_move_ticks_with(terms: BandTerms, size_lots: int, slack_units: int) -> int:
-    """``safe_move_ticks`` with its constants given: with budget = slack − rounding,
+def safe_move_ticks(terms: BandTerms, size_lots: int, slack_units: int) -> int:
+    """How far a leg's mark may move (ticks, either way) while consuming at most ``slack_units``
+    of the distance between equity and the nearest zone boundary (``terms``: its symbol's).
+
+    A move of Δ ticks changes U by ≤ |q|·Δ·v + 1 and the call level by
+    ≤ ratio·(mmr_max·(|q|·Δ·v + 1) + 2) + 1 (ceil/floor rounding of N, MM, cum, level);
+    each bracket boundary crossed adds ≤ 1 (floored cum); we bound the rounding by
+    4 + ceil(ratio)·(3 + brackets). With budget = slack − rounding,
     Δ = floor(budget·den·10^12 / (|q|·num·(10^12 + ratio·mmr_max))), i.e. |q|·Δ·v·(10^12 + ratio·mmr_max)/10^12
-    ≤ budget; 0 when the budget is not positive."""
+    ≤ budget; 0 when the budget is not positive.
+    """
     budget = slack_units - terms.rounding_units
     if budget <= 0:
         return 0
