@@ -41,6 +41,7 @@ from .wire import encode_output
 
 log = logging.getLogger("worker")
 MONEY_TOPICS = frozenset({"liquidations", "insurance-requests", "insurance-fund", "loss-sharing"})
+ACCOUNT_SHARING_EVENTS = frozenset({"haircut", "claim_repayment"})  # loss-sharing events about one account
 DEFER_MAX_ACCOUNTS = 10_000  # changed accounts held back from the changelog at most
 PERSIST_CHUNK_ACCOUNTS = 1_000  # accounts written per hold of the state lock (persist_dirty)
 # The fund requests of one publish are sent in messages of REQUEST_MAX_ITEMS items, fewer where that
@@ -51,13 +52,17 @@ REQUEST_MAX_BYTES = 512 * 1024
 
 def accounts_named(outputs: list[Output]) -> set[str] | None:
     """The accounts the money outputs among ``outputs`` are about (a liquidation's key, a fund
-    request's liquidation items); None when one of them names none (a round's output, a request
-    carrying a tick marker or a partition's report): then every changed account goes first. Total
-    on any shape: it runs inside the publish retry, where an exception would retry forever."""
+    request's liquidation items, a haircut's or a claim repayment's key: the account whose claim it
+    changed); None when one of them names none (a round's summary, a request carrying a tick marker
+    or a partition's report): then every changed account goes first. Total on any shape: it runs
+    inside the publish retry, where an exception would retry forever."""
     named: set[str] = set()
     for output in outputs:
         if output.topic == "liquidations":
             named.add(output.key)
+        elif output.topic == "loss-sharing" and isinstance(output.value, dict) and \
+                output.value.get("type") in ACCOUNT_SHARING_EVENTS:
+            named.add(output.key)  # keyed by its account_id (SPEC §6)
         elif output.topic == "insurance-requests":
             items = output.value.get("items") if isinstance(output.value, dict) else None
             if not isinstance(items, list):
@@ -558,6 +563,8 @@ class Runtime:
         self.rebalance = {"revoked_at": time.time()}
         async with self.publish_lock:
             await self.settle_fund_writes()
+            if self.participant is not None:  # a round's chunks under way: their claims, then their events
+                await self.participant.settle()
             await flush_now(self.app.producer)
             # The write-back, until nothing is left changed: the mark reader evaluates ticks outside
             # this lock (it waits here only to publish), so a tick applied during an await of the
@@ -699,8 +706,9 @@ class Runtime:
         await flush_now(self.app.producer)
 
     async def publish_now(self, outputs: list[Output]) -> None:
-        """Publish while holding the publish lock (the participant pays under it): the changed
-        accounts delivered, then the outputs delivered, in producer batches."""
+        """Publish a round's chunk (the participant pays it under the publish lock and publishes it in
+        a task, which a revocation waits for: ``RoundParticipant.settle``): the accounts it names
+        delivered, then the outputs delivered, in producer batches."""
         sent = await self._publish_batched(outputs)
         if self.metrics is not None:
             self.metrics.observe_outputs(sent)

@@ -279,6 +279,7 @@ class RoundParticipant:
     large round yields to ticks between chunks."""
 
     PAY_CHUNK = 2_000  # accounts paid per hold of the publish lock
+    CHUNKS_IN_FLIGHT = 2  # chunks whose publication is under way at most (the last one paid, and one)
     SNAPSHOT_CHUNK = SNAPSHOT_CHUNK
 
     def __init__(self, runtime: Any) -> None:
@@ -286,6 +287,7 @@ class RoundParticipant:
         self.messages: dict[str, dict[str, Any]] = {}  # rounds in flight: latest broadcast
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Future | None = None
+        self._publishing: list[asyncio.Future[None]] = []  # chunks' publications under way, oldest first
         # fault injection for the kill -9 tests only: "<phase>:<seconds>" holds this process the
         # first time it acts on a round in that phase (tests/test_broker_sharing.py)
         pause = os.environ.get("RISK_TEST_ROUND_PAUSE", "")
@@ -365,21 +367,47 @@ class RoundParticipant:
                     continue
                 rows = rt.snapshot_rows(round_id, p, commit)
                 paid = count = 0
-                for start in range(0, len(rows), self.PAY_CHUNK):
-                    async with rt.publish_lock:
-                        if p not in rt.owned or not rt.assigned:
-                            break  # revoked meanwhile: the new owner pays (idempotently)
-                        events, chunk_paid, chunk_count = pay_partition(
-                            rt.params, rt.engine.accounts, message, rows[start:start + self.PAY_CHUNK],
-                            rt.engine.dirty)
-                        await rt.publish_now(events)  # claims durable first, then the events
-                    paid += chunk_paid
-                    count += chunk_count
-                    await asyncio.sleep(0)  # let ticks through
-                else:
+                revoked = False
+                try:
+                    for start in range(0, len(rows), self.PAY_CHUNK):
+                        async with rt.publish_lock:
+                            if p not in rt.owned or not rt.assigned:
+                                revoked = True  # revoked meanwhile: the new owner pays (idempotently)
+                                break
+                            events, chunk_paid, chunk_count = pay_partition(
+                                rt.params, rt.engine.accounts, message, rows[start:start + self.PAY_CHUNK],
+                                rt.engine.dirty)
+                            # claims durable first, then the events: in a task of its own, delivered
+                            # while the next chunk is paid (one chunk's publication waits for another
+                            # in nothing: their accounts and events are different ones)
+                            self._publishing.append(asyncio.ensure_future(rt.publish_now(events)))
+                        paid += chunk_paid
+                        count += chunk_count
+                        while len(self._publishing) >= self.CHUNKS_IN_FLIGHT:
+                            await self._publishing.pop(0)
+                        await asyncio.sleep(0)  # let ticks through
+                finally:
+                    failures = await self.settle()  # every chunk delivered before the report
+                if failures:
+                    raise failures[0]
+                if not revoked:
                     reports.append(report_item(round_id, p, "allocate", paid, count))
         if reports:
             await rt.send_reports(reports)
+
+    async def settle(self) -> list[BaseException]:
+        """Wait until every chunk's publication under way is done (the pay loop before it reports;
+        a revocation before it writes back and drops the accounts); returns their failures."""
+        failures: list[BaseException] = []
+        while self._publishing:
+            task = self._publishing[0]
+            try:
+                await asyncio.shield(task)
+            except Exception as exc:  # (the pay loop raises it; a revocation goes on: the round stalls, alerted)
+                failures.append(exc)
+            if self._publishing and self._publishing[0] is task:
+                self._publishing.pop(0)
+        return failures
 
     async def sweep(self) -> None:
         """Drop the snapshots (and the accounts' memory) of rounds no longer in flight. The accounts
