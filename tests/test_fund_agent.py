@@ -40,15 +40,16 @@ def runtime_with(table: Table) -> tuple[app_module.Runtime, FakeProducer]:
     return runtime, producer
 
 
-def request_messages() -> list[types.SimpleNamespace]:
-    """The example crash's liquidations, as two `insurance-requests` messages (offsets 0 and 1)."""
+def request_messages(parts: int = 2) -> list[types.SimpleNamespace]:
+    """The example crash's liquidations, as ``parts`` `insurance-requests` messages (offsets 0, 1, …)."""
     lines = (EXAMPLES / "crash.jsonl").read_bytes().splitlines()
     engine = Engine(load_params(EXAMPLES / "params.toml"), remote_settlement=True)
     items = [i for o in replay_lines(lines, engine) if o.topic == "insurance-requests" for i in o.value["items"]]
-    assert len(items) >= 2
-    half = len(items) // 2
-    return [types.SimpleNamespace(partition=0, offset=offset, key=b"USD", value=orjson.dumps(fund_request(part)))
-            for offset, part in enumerate((items[:half], items[half:]))]
+    assert len(items) >= parts
+    cuts = [len(items) * k // parts for k in range(parts + 1)]
+    return [types.SimpleNamespace(partition=0, offset=k, key=b"USD",
+                                  value=orjson.dumps(fund_request(items[cuts[k]:cuts[k + 1]])))
+            for k in range(parts)]
 
 
 def deliver(runtime: app_module.Runtime, producer: FakeProducer, message) -> tuple[list, list]:  # noqa: ANN001
@@ -144,12 +145,14 @@ class BatchingProducer:
     async def send_batch(self, batch, topic, partition):  # noqa: ANN001
         self.sent.extend((topic, key, value) for key, value in batch.records)
         future = asyncio.get_running_loop().create_future()
+        future.topic = topic
         self.in_flight.append(future)
         return future
 
-    def deliver(self, error: Exception | None = None) -> int:
-        """Resolve (or fail) every delivery in flight; how many."""
-        futures, self.in_flight = self.in_flight, []
+    def deliver(self, error: Exception | None = None, topic: str | None = None) -> int:
+        """Resolve (or fail) every delivery in flight (of ``topic`` only, if given); how many."""
+        futures = [f for f in self.in_flight if topic is None or f.topic == topic]
+        self.in_flight = [f for f in self.in_flight if f not in futures]
         for future in futures:
             if error is None:
                 future.set_result(types.SimpleNamespace(offset=0))
@@ -158,13 +161,15 @@ class BatchingProducer:
         return len(futures)
 
 
-def test_with_a_batching_producer_a_message_is_delivered_while_the_next_is_applied_ledger_first():
-    """With Faust's producer the fund agent returns once a message's writes are handed over; they are
-    delivered (the ledger first, then the outputs) while the next message is applied, before that
-    one's writes, and before any offset commit (``settle_fund_writes``, Faust's producer flush).
-    What is sent is what the agent sends when it waits for each message (``FakeProducer``), in the
-    same order per partition."""
-    messages = request_messages()
+def test_with_a_batching_producer_writes_are_delivered_while_the_next_messages_are_applied_in_order():
+    """With Faust's producer the fund agent returns once a message's writes are handed to a task;
+    two messages' writes are under way at most (a third message waits). Each stream stays in order:
+    a message's ledger is sent once the previous ledger is delivered (beside the previous message's
+    outputs), its outputs once its own ledger and the previous outputs are delivered; an offset
+    commit (``settle_fund_writes``, Faust's producer flush) waits for all of them, and a failed
+    delivery is sent again in its place. What is sent is what the agent sends when it waits for
+    each message (``FakeProducer``), in the same order per partition."""
+    messages = request_messages(parts=3)
     waiting, waiting_producer = runtime_with(Table())
     for message in messages:
         deliver(waiting, waiting_producer, message)
@@ -179,45 +184,46 @@ def test_with_a_batching_producer_a_message_is_delivered_while_the_next_is_appli
             for _ in range(20):
                 await asyncio.sleep(0)
 
-        async def settle() -> None:  # deliveries as the broker would acknowledge them, until none is due
-            for _ in range(100):
-                producer.deliver()
-                await spin()
-                writes = runtime._fund_writes
-                if not producer.in_flight and (writes is None or writes.done()):
-                    return
-            raise AssertionError("writes still in flight")
-
         await runtime.on_fund_request(messages[0])
         await spin()
         # returned with the ledger handed over, not delivered, and the outputs not sent yet
         assert producer.sent and {topic for topic, _, _ in producer.sent} == {CHANGELOG}
-        ledger_only = len(producer.sent)
+        first_ledger = list(producer.sent)
         commit = asyncio.ensure_future(runtime.settle_fund_writes())  # a commit waits for them
-        second = asyncio.ensure_future(runtime.on_fund_request(messages[1]))  # applied meanwhile...
+        await runtime.on_fund_request(messages[1])  # applied meanwhile, its writes handed over...
         await spin()
-        assert not commit.done() and not second.done()
-        assert len(producer.sent) == ledger_only  # ...but its writes wait for the first message's
-        producer.deliver()  # the ledger delivered: the outputs follow
+        assert producer.sent == first_ledger  # ...its ledger waiting for the first one's delivery
+        third = asyncio.ensure_future(runtime.on_fund_request(messages[2]))  # two under way: it waits
         await spin()
-        assert {topic for topic, _, _ in producer.sent[ledger_only:]} == {"insurance-fund", "liquidations"}
-        half = len(producer.sent) - ledger_only  # the first message's outputs
-        assert not commit.done()
-        producer.deliver(ConnectionError("broker unreachable"))  # their delivery fails: sent again
+        assert not third.done() and not commit.done()
+        producer.deliver()  # the first ledger delivered: its outputs go, the second ledger beside them
+        await spin()
+        after = producer.sent[len(first_ledger):]
+        assert {topic for topic, _, _ in after if topic != CHANGELOG} == {"insurance-fund", "liquidations"}
+        second_ledger = [record for record in after if record[0] == CHANGELOG]
+        first_outputs = [record for record in after if record[0] != CHANGELOG]
+        assert second_ledger and second_ledger[0] not in first_ledger
+        assert not third.done() and not commit.done()
+        producer.deliver(topic=CHANGELOG)  # the second ledger delivered before the first outputs...
+        await spin()
+        assert producer.sent[len(first_ledger):] == after  # ...the second outputs wait for them
+        producer.deliver(ConnectionError("broker unreachable"))  # the first outputs fail: sent again
         for _ in range(3000):  # (the retry waits its backoff first)
             if commit.done():
                 break
             await asyncio.sleep(0.01)
             producer.deliver()
         assert runtime.counters["publish_retries"] == 1
-        outputs = producer.sent[ledger_only:ledger_only + half]
-        assert producer.sent[ledger_only + half:ledger_only + 2 * half] == outputs  # the failed ones, again
-        await settle()
-        await second
-        await settle()
+        assert producer.sent.count(first_outputs[0]) == 2  # the failed ones, again
+        await third
+        for _ in range(3000):
+            if not producer.in_flight and all(writes.done() for _, writes in runtime._fund_writes):
+                break
+            producer.deliver()
+            await spin()
         await runtime.settle_fund_writes()
-        assert not producer.in_flight
-        return producer.sent[:ledger_only + half] + producer.sent[ledger_only + 2 * half:]  # (once)
+        assert not producer.in_flight and not runtime._fund_writes
+        return producer.sent
 
     def by_key(records: list) -> dict:  # (topic, key) → values in order: one partition's order
         grouped: dict = {}
@@ -225,11 +231,17 @@ def test_with_a_batching_producer_a_message_is_delivered_while_the_next_is_appli
             grouped.setdefault((topic, key), []).append(value)
         return grouped
 
+    def once(records: list, last: bool = False) -> list:  # each record kept where it was first (last) sent
+        kept = list(dict.fromkeys(reversed(records) if last else records))
+        return kept[::-1] if last else kept
+
     sent = asyncio.run(scenario())
-    # the same records; in the same order per key (so per partition), the ledger's in full
-    assert sorted(sent) == sorted(waiting_producer.sent)
-    assert by_key(sent) == by_key(waiting_producer.sent)
-    assert [s for s in sent if s[0] == CHANGELOG] == [s for s in waiting_producer.sent if s[0] == CHANGELOG]
+    # the same records; in the same order per key (so per partition), the ledger's in full, whether a
+    # record sent again is counted where it was first sent or where it was sent last
+    for records in (once(sent), once(sent, last=True)):
+        assert sorted(records) == sorted(waiting_producer.sent)
+        assert by_key(records) == by_key(waiting_producer.sent)
+        assert [s for s in records if s[0] == CHANGELOG] == [s for s in waiting_producer.sent if s[0] == CHANGELOG]
 
 
 def test_a_publish_packs_its_fund_requests_in_order_into_fewer_bounded_messages():

@@ -48,6 +48,9 @@ PERSIST_CHUNK_ACCOUNTS = 1_000  # accounts written per hold of the state lock (p
 # would make a message larger than REQUEST_MAX_BYTES (far below the 1 MiB an input message may have).
 REQUEST_MAX_ITEMS = 640
 REQUEST_MAX_BYTES = 512 * 1024
+# request messages whose fund writes (ledger, then outputs) may be under way at once: one message's
+# ledger is delivered beside the previous one's outputs while the agent applies the next message
+FUND_MESSAGES_IN_FLIGHT = 2
 
 
 def accounts_named(outputs: list[Output]) -> set[str] | None:
@@ -112,8 +115,9 @@ class Runtime:
         self.participant = RoundParticipant(self) if self.sharing else None
         self.snapshots_table: Any = None
         self.fund_next_offset = 0  # the fund agent applied `insurance-requests` up to here
-        # the last request message's ledger write and outputs, being delivered (``settle_fund_writes``)
-        self._fund_writes: asyncio.Future | None = None
+        # request messages' ledger writes and outputs being delivered, oldest first: per message, the
+        # future of its ledger's delivery and the task delivering both (``settle_fund_writes``)
+        self._fund_writes: list[tuple[asyncio.Future[None], asyncio.Future[None]]] = []
         self._partition_of: dict[str, int] = {}  # account → positions partition (murmur2 is pure Python)
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
         # wall-clock marks (time.time()) of the last rebalance and the takeover's cost, in /stats
@@ -784,38 +788,57 @@ class Runtime:
         # (a message applied before leaves the ledger as it is: its position never goes back)
         ledger = self._ledger_records(message.offset, len(items), message.partition, {
             id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent}) if applied else []
-        # One message's writes in flight at a time, in order: the previous message's ledger and
-        # outputs are delivered before this one's are sent. With Faust's producer they are delivered
-        # while the next request message is applied: its offset is committed only after they are
-        # (``settle_fund_writes`` runs before every commit and on revocation).
-        await self.settle_fund_writes()
-        writes = asyncio.ensure_future(self._deliver_fund_writes(ledger, records))
-        if getattr(self.app.producer, "_ensure_producer", None) is not None:
-            self._fund_writes = writes
-        else:  # a stand-in producer (tests): delivered when this returns
-            await asyncio.shield(writes)
+        # Two messages' writes under way at most, each stream in order: a message's ledger is sent once
+        # the previous message's ledger is delivered, its outputs once its own ledger and the previous
+        # message's outputs are. With Faust's producer they are delivered while the next request
+        # messages are applied (one message's ledger beside the other's outputs): their offsets are
+        # committed only after they are (``settle_fund_writes`` runs before every commit and on
+        # revocation).
+        await self._settle_fund_writes(keep=FUND_MESSAGES_IN_FLIGHT - 1)
+        previous = self._fund_writes[-1] if self._fund_writes else None
+        ledger_delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        writes = asyncio.ensure_future(self._deliver_fund_writes(ledger, records, ledger_delivered, previous))
+        self._fund_writes.append((ledger_delivered, writes))
+        if getattr(self.app.producer, "_ensure_producer", None) is None:  # a stand-in producer (tests):
+            await self.settle_fund_writes()  # delivered when this returns
         self.fund_next_offset = message.offset + 1
         if self.metrics is not None:
             self.metrics.observe_fund(self.params.asset, self.ledger.fund.balance_units, fresh)
 
     async def settle_fund_writes(self) -> None:
-        """Wait until the fund agent's writes in flight (a request message's ledger, then its
+        """Wait until the fund agent's writes in flight (request messages' ledgers, then their
         outputs) are delivered."""
-        writes = self._fund_writes
-        if writes is not None:
+        await self._settle_fund_writes(keep=0)
+
+    async def _settle_fund_writes(self, keep: int) -> None:
+        """Wait until at most ``keep`` request messages' writes are under way (the oldest first)."""
+        while len(self._fund_writes) > keep:
+            _, writes = self._fund_writes[0]
             await asyncio.shield(writes)
-            if self._fund_writes is writes:
-                self._fund_writes = None
+            if self._fund_writes and self._fund_writes[0][1] is writes:
+                self._fund_writes.pop(0)
 
     async def _deliver_fund_writes(self, ledger: list[tuple[str, int, bytes, bytes]],
-                                   outputs: list[tuple[str, int, bytes, bytes]]) -> None:
-        """The ledger written and delivered before anything depends on it, then the outputs; a
-        broker error is retried (the records are built: sending them again writes the same values).
-        A task of its own: the table's memory already holds the ledger, so it reaches the changelog
-        even if the agent is cancelled."""
-        if ledger:
-            offsets = await self.retrying(lambda: self.send_batched(ledger), "writing the fund ledger")
-            self._track_offsets(self.fund_table, offsets)
+                                   outputs: list[tuple[str, int, bytes, bytes]], ledger_delivered: asyncio.Future[None],
+                                   previous: tuple[asyncio.Future[None], asyncio.Future[None]] | None) -> None:
+        """One request message's writes: its ledger written and delivered before anything depends on
+        it, after the previous message's ledger (``previous``: that one's ledger delivery and task);
+        then its outputs, after the previous message's outputs. A broker error is retried (the
+        records are built: sending them again writes the same values). A task of its own: the
+        table's memory already holds the ledger, so it reaches the changelog even if the agent is
+        cancelled."""
+        try:
+            if previous is not None:
+                await asyncio.shield(previous[0])
+            if ledger:
+                offsets = await self.retrying(lambda: self.send_batched(ledger), "writing the fund ledger")
+                self._track_offsets(self.fund_table, offsets)
+        except BaseException:
+            ledger_delivered.cancel()  # (the next message's ledger does not go before it)
+            raise
+        ledger_delivered.set_result(None)
+        if previous is not None:
+            await asyncio.shield(previous[1])
         if outputs:
             await self.retrying(lambda: self.send_batched(outputs), "publishing the fund's outputs")
 
