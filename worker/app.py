@@ -49,8 +49,9 @@ PERSIST_CHUNK_ACCOUNTS = 1_000  # accounts written per hold of the state lock (p
 REQUEST_MAX_ITEMS = 640
 REQUEST_MAX_BYTES = 512 * 1024
 # request messages whose fund writes (ledger, then outputs) may be under way at once: one message's
-# ledger is delivered beside the previous one's outputs while the agent applies the next message
-FUND_MESSAGES_IN_FLIGHT = 2
+# ledger is delivered beside the previous one's outputs while the agent applies the next messages
+# (a cascade's 10 000 liquidations, median of 5: 1.10 s with two, 1.01 s with three; docs/benchmarks.md)
+FUND_MESSAGES_IN_FLIGHT = 3
 
 
 def accounts_named(outputs: list[Output]) -> set[str] | None:
@@ -788,12 +789,12 @@ class Runtime:
         # (a message applied before leaves the ledger as it is: its position never goes back)
         ledger = self._ledger_records(message.offset, len(items), message.partition, {
             id(o.value): value for (o, _, value), sent in zip(encoded, outputs) if o is sent}) if applied else []
-        # Two messages' writes under way at most, each stream in order: a message's ledger is sent once
-        # the previous message's ledger is delivered, its outputs once its own ledger and the previous
-        # message's outputs are. With Faust's producer they are delivered while the next request
-        # messages are applied (one message's ledger beside the other's outputs): their offsets are
-        # committed only after they are (``settle_fund_writes`` runs before every commit and on
-        # revocation).
+        # FUND_MESSAGES_IN_FLIGHT messages' writes under way at most, each stream in order: a
+        # message's ledger is sent once the previous message's ledger is delivered, its outputs once
+        # its own ledger and the previous message's outputs are. With Faust's producer they are
+        # delivered while the next request messages are applied (one message's ledger beside the
+        # other's outputs): their offsets are committed only after they are (``settle_fund_writes``
+        # runs before every commit and on revocation).
         await self._settle_fund_writes(keep=FUND_MESSAGES_IN_FLIGHT - 1)
         previous = self._fund_writes[-1] if self._fund_writes else None
         ledger_delivered: asyncio.Future[None] = asyncio.get_running_loop().create_future()
