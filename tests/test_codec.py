@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from topics.codec import EncodeError, encode, encode_bounded, encode_kept, exact
+from topics.codec import EncodeError, encode, encode_bounded, encode_kept
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1) | st.text(max_size=40),
@@ -18,12 +18,6 @@ def test_encode_kept_and_encode_bounded_write_the_same_bytes_as_encode(value):
     assert encode_kept(value) == encode(value)
     assert encode_bounded(value) == encode(value)
     assert type(encode_kept(value)) is bytes and type(encode_bounded(value)) is bytes
-
-
-def test_exact_copies_the_bytes_into_a_new_object():
-    data = encode({"amount": "12.500000"})
-    copied = exact(data)
-    assert copied == data and copied is not data
 
 
 def test_encode_bounded_still_refuses_what_cannot_be_sent():

@@ -196,9 +196,9 @@ def test_with_a_batching_producer_writes_are_delivered_while_the_next_messages_a
             await runtime.on_fund_request(message)  # applied meanwhile, its writes handed over...
         await spin()
         assert producer.sent == first_ledger  # ...its ledger waiting for the first one's delivery
-        third = asyncio.ensure_future(runtime.on_fund_request(messages[in_flight]))  # the next one waits
+        waiting_one = asyncio.ensure_future(runtime.on_fund_request(messages[in_flight]))  # the next one waits
         await spin()
-        assert not third.done() and not commit.done()
+        assert not waiting_one.done() and not commit.done()
         producer.deliver()  # the first ledger delivered: its outputs go, the second ledger beside them
         await spin()
         after = producer.sent[len(first_ledger):]
@@ -206,7 +206,7 @@ def test_with_a_batching_producer_writes_are_delivered_while_the_next_messages_a
         second_ledger = [record for record in after if record[0] == CHANGELOG]
         first_outputs = [record for record in after if record[0] != CHANGELOG]
         assert second_ledger and second_ledger[0] not in first_ledger
-        assert not third.done() and not commit.done()
+        assert not waiting_one.done() and not commit.done()
         producer.deliver(topic=CHANGELOG)  # the second ledger delivered before the first outputs...
         await spin()
         assert [r for r in producer.sent[len(first_ledger):] if r[0] != CHANGELOG] == first_outputs  # ...the
@@ -219,7 +219,7 @@ def test_with_a_batching_producer_writes_are_delivered_while_the_next_messages_a
             producer.deliver()
         assert runtime.counters["publish_retries"] >= 1
         assert producer.sent.count(first_outputs[0]) == 2  # the failed ones, again
-        await third
+        await waiting_one
         for _ in range(3000):
             if not producer.in_flight and all(writes.done() for _, writes in runtime._fund_writes):
                 break

@@ -49,25 +49,21 @@ encode = orjson.dumps
 # orjson writes into a buffer of at least 1 KiB from the C allocator and shrinks it in place when it
 # is done: a result kept alive pins its whole buffer and splits the allocator's free memory, so the
 # next results take fresh pages. On the CI kind of machine (a Firecracker VM: ~3.4 µs a page
-# fault) ``orjson.dumps`` of a 441-byte event cost 5.4 µs a result when 100 000 of them were kept
-# until sent (a loss-sharing round's events), against 1.0 µs for the same bytes copied at their
+# fault) ``orjson.dumps`` of a 441-byte event cost 4.8 µs a result when 100 000 of them were kept
+# until sent (a loss-sharing round's events), against 1.35 µs for the same bytes copied at their
 # own size (``bytes`` under 512 bytes come from Python's own pools) and the buffer freed at once,
-# for the next result to reuse (docs/benchmarks.md, "Kept bytes"). A kept table value was a copy
-# for the same reason, which measured 547 against 196 MiB of memory for 100 000 accounts.
-def exact(data: bytes) -> bytes:
-    """``data`` copied into an object of its own size."""
-    return memoryview(data).tobytes()
-
-
+# for the next result to reuse (bench/kept_bytes_bench.py; docs/benchmarks.md, "Kept bytes at
+# their exact size"). A kept table value was such a copy already, for memory: 196 against 547 MiB
+# for 100 000 accounts.
 def encode_kept(value: Any) -> bytes:
     """``encode`` for bytes kept after the call (a record's key in a batch): its exact-size copy."""
     return memoryview(orjson.dumps(value)).tobytes()
 
 
 def encode_bounded(value: Any, key: bytes | None = None, limit: int = MAX_OUTPUT_BYTES) -> bytes:
-    """``encode`` for outputs and state records, at their exact size (``exact``): raises EncodeError
-    when the value cannot be encoded (integers beyond 64 bits, nesting beyond orjson's limit, a
-    non-JSON type) or key + value exceed ``limit``."""
+    """``encode`` for outputs and state records, at their exact size (as ``encode_kept``): raises
+    EncodeError when the value cannot be encoded (integers beyond 64 bits, nesting beyond orjson's
+    limit, a non-JSON type) or key + value exceed ``limit``."""
     try:
         data = orjson.dumps(value)
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
