@@ -143,3 +143,86 @@ def test_the_key_of_a_malformed_item_is_total(item):
     from worker.rounds import item_key
 
     assert isinstance(item_key(item), str)
+
+
+# ------------------------------------------------------- participants: chunks published under way
+def paying_participant(monkeypatch, chunks: int, fail: set[int] = frozenset()):  # noqa: ANN201
+    """A RoundParticipant paying one partition's snapshot of ``chunks`` one-account chunks, over a
+    stand-in runtime whose publish of chunk i waits for ``gates[i]`` (and then fails if i in ``fail``)."""
+    import asyncio
+    import types
+
+    import worker.rounds as rounds_module
+
+    monkeypatch.setattr(rounds_module, "pay_partition",
+                        lambda params, accounts, message, rows, dirty: ([("chunk", rows[0][0])], 1, 1))
+    gates = [asyncio.Event() for _ in range(chunks)]
+    reports: list = []
+
+    async def publish_now(events):  # noqa: ANN001, ANN202
+        index = events[0][1]
+        await gates[index].wait()
+        if index in fail:
+            raise ConnectionError(f"chunk {index} not delivered")
+
+    async def send_reports(items):  # noqa: ANN001, ANN202
+        reports.extend(items)
+
+    runtime = types.SimpleNamespace(
+        params=None, engine=types.SimpleNamespace(accounts={}, dirty=set()), owned={0}, assigned=True,
+        publish_lock=asyncio.Lock(), snapshot_commit=lambda round_id, p: {"chunks": 1},
+        snapshot_rows=lambda round_id, p, commit: [[i, "cross", "1"] for i in range(chunks)],
+        publish_now=publish_now, send_reports=send_reports, counters={})
+    participant = rounds_module.RoundParticipant(runtime)
+    participant.PAY_CHUNK = 1
+    participant.messages = {"r": {"round_id": "r", "phase": "allocate", "kind": "haircut"}}
+    return participant, runtime, gates, reports
+
+
+async def _spin() -> None:
+    import asyncio
+
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+def test_a_revocation_waits_for_every_chunk_still_being_published_the_oldest_too(monkeypatch):
+    import asyncio
+
+    async def scenario() -> None:
+        participant, runtime, gates, reports = paying_participant(monkeypatch, chunks=3)
+        pay = asyncio.ensure_future(participant.act("r"))
+        await _spin()  # chunks 0 and 1 paid and under way; the loop waits for chunk 0 before paying 2
+        revocation = asyncio.ensure_future(participant.settle())
+        gates[1].set()  # the newer one delivered, the oldest not yet
+        await _spin()
+        assert not revocation.done()  # it waits for chunk 0 as well
+        for gate in gates:
+            gate.set()
+        await _spin()
+        await revocation
+        await pay
+        assert [r["count"] for r in reports] == [3]
+
+    asyncio.run(scenario())
+
+
+def test_a_chunk_that_failed_under_a_revocations_settle_still_stops_the_report(monkeypatch):
+    import asyncio
+
+    async def scenario() -> None:
+        participant, runtime, gates, reports = paying_participant(monkeypatch, chunks=3, fail={1})
+        pay = asyncio.ensure_future(participant.act("r"))
+        await _spin()  # chunks 0 and 1 under way; the pay loop waits for chunk 0
+        revocation = asyncio.ensure_future(participant.settle())
+        gates[1].set()  # chunk 1 fails first, met by the revocation's settle
+        await _spin()
+        for gate in gates:
+            gate.set()
+        await _spin()
+        await revocation
+        with pytest.raises(ConnectionError, match="chunk 1"):
+            await pay
+        assert reports == []  # no report for a partition whose chunk was not published
+
+    asyncio.run(scenario())

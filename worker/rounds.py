@@ -288,6 +288,7 @@ class RoundParticipant:
         self.queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Future | None = None
         self._publishing: list[asyncio.Future[None]] = []  # chunks' publications under way, oldest first
+        self._failures: list[BaseException] = []  # theirs, until the pay loop takes them
         # fault injection for the kill -9 tests only: "<phase>:<seconds>" holds this process the
         # first time it acts on a round in that phase (tests/test_broker_sharing.py)
         pause = os.environ.get("RISK_TEST_ROUND_PAUSE", "")
@@ -383,31 +384,40 @@ class RoundParticipant:
                             self._publishing.append(asyncio.ensure_future(rt.publish_now(events)))
                         paid += chunk_paid
                         count += chunk_count
-                        while len(self._publishing) >= self.CHUNKS_IN_FLIGHT:
-                            await self._publishing.pop(0)
+                        # (a task leaves the list once done, so that a revocation's settle waits for it)
+                        await self._settle(keep=self.CHUNKS_IN_FLIGHT - 1)
+                        if self._failures:
+                            break
                         await asyncio.sleep(0)  # let ticks through
                 finally:
-                    failures = await self.settle()  # every chunk delivered before the report
+                    await self.settle()  # every chunk delivered before the report
+                # a chunk's failure, whichever settle met it (a revocation's too): no report, the
+                # round stalls (alerted) and is answered again, idempotently
+                failures, self._failures = self._failures, []
                 if failures:
                     raise failures[0]
-                if not revoked:
+                if not revoked and p in rt.owned and rt.assigned:
                     reports.append(report_item(round_id, p, "allocate", paid, count))
         if reports:
             await rt.send_reports(reports)
 
-    async def settle(self) -> list[BaseException]:
+    async def settle(self) -> None:
         """Wait until every chunk's publication under way is done (the pay loop before it reports;
-        a revocation before it writes back and drops the accounts); returns their failures."""
-        failures: list[BaseException] = []
-        while self._publishing:
+        a revocation before it writes back and drops the accounts). Their failures are kept for the
+        pay loop (``_failures``), which raises the first instead of reporting."""
+        await self._settle(keep=0)
+
+    async def _settle(self, keep: int) -> None:
+        """Wait until at most ``keep`` chunks' publications are under way, the oldest first; each
+        leaves the list only once it is done."""
+        while len(self._publishing) > keep:
             task = self._publishing[0]
             try:
                 await asyncio.shield(task)
-            except Exception as exc:  # (the pay loop raises it; a revocation goes on: the round stalls, alerted)
-                failures.append(exc)
+            except Exception as exc:  # noqa: BLE001 - kept for the pay loop (a revocation goes on)
+                self._failures.append(exc)
             if self._publishing and self._publishing[0] is task:
                 self._publishing.pop(0)
-        return failures
 
     async def sweep(self) -> None:
         """Drop the snapshots (and the accounts' memory) of rounds no longer in flight. The accounts
