@@ -17,6 +17,7 @@ Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2] [
 The cascade also prints when (after the tick) the engine sent its fund requests and the fund agent
 its allocations, by record timestamps, and the broker's CPU. Environment, for profiling:
   BENCH_PY_SPY_NATIVE=1   py-spy with --native (compiled frames too; slows the worker down)
+  BENCH_PY_SPY_RATE=N     py-spy samples a second (default 250; more: finer, and slower)
   BENCH_PERF=FILE         a flat `perf record` of the first worker during the cascade
   BENCH_CASCADE_TIMELINE=1  every request message's, account write's, ledger write's and
                             allocation's send time during the cascade
