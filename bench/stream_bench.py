@@ -143,16 +143,22 @@ async def record_stamps(bootstrap: str, topic: str, since_ms: float) -> list[int
         await consumer.stop()
 
 
-async def timed_consumption(port: int, target: int, pid: int, timeout_s: float = 600) -> tuple[float, float]:
+async def timed_consumption(port: int, target: int, pid: int, timeout_s: float = 600,
+                            py_spy: Path | None = None) -> tuple[float, float]:
     """Seconds from the first to the target-th positions message, polled from /stats, and the CPU
-    seconds process ``pid`` spent meanwhile."""
+    seconds process ``pid`` spent meanwhile. ``py_spy``: record the process over them, there."""
     def count() -> int:
         stats = fetch_stats(port) or {"counters": {}}
         return stats["counters"].get("messages:positions", 0)
     await wait_for(lambda: count() > 0, timeout_s, "first message", interval_s=0.01)
+    spy = None if py_spy is None else py_spy_record(pid, py_spy, rate=250)
     started, cpu_started = time.perf_counter(), cpu_seconds([pid])
     await wait_for(lambda: count() >= target, timeout_s, f"{target} messages", interval_s=0.01)
-    return time.perf_counter() - started, cpu_seconds([pid]) - cpu_started
+    seconds, cpu = time.perf_counter() - started, cpu_seconds([pid]) - cpu_started
+    if spy is not None:
+        spy.send_signal(subprocess.signal.SIGINT)
+        spy.wait(30)
+    return seconds, cpu
 
 
 def start_bare(bootstrap: str, topic: str, log_dir: Path) -> tuple[subprocess.Popen, int]:
@@ -236,7 +242,8 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     await produce(bootstrap, f"bare-{name}", updates)
     proc, port = start_bare(bootstrap, f"bare-{name}", log_dir)
     try:
-        seconds, cpu = await timed_consumption(port, singles, proc.pid)
+        seconds, cpu = await timed_consumption(port, singles, proc.pid,
+                                               py_spy=py_spy and py_spy / f"single-bare-{name}.txt")
         results["bare_faust_mps"], results["bare_faust_cpu_mps"] = singles / seconds, singles / cpu
     finally:
         stop_process(proc)
