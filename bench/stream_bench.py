@@ -72,7 +72,7 @@ def py_spy_record(pid: int, out: Path, rate: int) -> subprocess.Popen:
     native = ["--native"] if os.environ.get("BENCH_PY_SPY_NATIVE") else []  # compiled frames too (slower)
     rate = int(os.environ.get("BENCH_PY_SPY_RATE", rate))  # samples a second (more: finer, more overhead)
     return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
-                             "--rate", str(rate), "--format", "raw", "--idle", *native, "-o", str(out)],
+                             "--rate", str(rate), "--format", "raw", "--idle", "--nonblocking", *native, "-o", str(out)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
 

@@ -82,6 +82,40 @@ def accounts_named(outputs: list[Output]) -> set[str] | None:
 
 
 
+_NO_HEADERS: list[tuple[str, bytes]] = []  # (read, never changed, by the record builder)
+
+
+def fill_batch(batch: Any, items: list[tuple[bytes, bytes | None]], start: int) -> int:
+    """Append ``items[start:]`` to an aiokafka ``BatchBuilder`` until it is full (then closed, as its
+    ``append`` closes it); returns the index of the first item not appended. The same records as
+    ``batch.append(key=, value=, timestamp=None)`` one by one, but through the record builder the
+    batch wraps (its C ``append``), without the wrapper's checks and serializer calls per record:
+    ~1 µs a record of a round's 200 000 (tests/test_state_writes.py compares the batches built).
+    A batch of another shape (a serializer set, no builder) goes through ``append``."""
+    builder = getattr(batch, "_builder", None)
+    offset = getattr(batch, "_relative_offset", None)
+    if builder is None or type(offset) is not int or getattr(batch, "_closed", True) or \
+            getattr(batch, "_key_serializer", None) is not None or getattr(batch, "_value_serializer", None) is not None:
+        for index in range(start, len(items)):
+            key, value = items[index]
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                return index
+        return len(items)
+    append = builder.append
+    index, end = start, len(items)
+    try:
+        while index < end:
+            key, value = items[index]
+            if append(offset, None, key=key, value=value, headers=_NO_HEADERS) is None:
+                batch.close()
+                break
+            offset += 1
+            index += 1
+    finally:
+        batch._relative_offset = offset
+    return index
+
+
 def partition_for(key: bytes, partitions: int) -> int:
     """Kafka's default partitioner: murmur2(key) & 0x7fffffff mod partitions."""
     return (murmur2(key) & 0x7FFFFFFF) % partitions
@@ -322,12 +356,13 @@ class Runtime:
             # one (or a lingering batch of single sends) to drain, which keeps the partition's order
             futures = []
             batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:  # full
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a record of {len(value or b'')} bytes does not fit in a batch")
+            done = fill_batch(batch, items, 0)
+            while done < len(items):  # the batch is full
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
+                batch = producer.create_batch()
+                start, done = done, fill_batch(batch, items, done)
+                if done == start:
+                    raise ValueError(f"a record of {len(items[start][1] or b'')} bytes does not fit in a batch")
             batch.close()  # a closed batch is sent now, without the producer's linger
             last_count = batch.record_count()
             futures.append(await producer.send_batch(batch, topic, partition=partition))

@@ -1,0 +1,128 @@
+"""A loss-sharing round's pay phase in process: the worker's own CPU per winner, without a broker.
+
+One partition owner's work when the `allocate` broadcast arrives (worker/rounds.py): for each chunk
+of ``PAY_CHUNK`` winners of its snapshot, ``pay_partition`` (the core's haircuts and events) and
+``Runtime.publish_now`` (the accounts named written as changelog records, then the events encoded and
+sent), through aiokafka's own record-batch builder (each batch built, checksum and all) and a
+stand-in producer that completes every send at once. The same scenario as bench/rounds_bench.py:
+N winning BTC shorts (1 BTC @ 20 000) in a haircut round at 15 000. What it leaves out is what the
+worker bench adds: the broker, the network and the event loop's other tasks.
+
+Usage: python bench/round_pay_bench.py [--accounts N] [--repeat R] [--root DIR]
+  --root DIR   import the worker from another checkout (compiled in place there): a baseline, run
+               alternately with this tree.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import statistics
+import sys
+import time
+import types
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent
+PARTITIONS = 4
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=100_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--root", type=Path, default=HERE)
+    parser.add_argument("--no-pay", action="store_true",
+                        help="set up only (under valgrind: the instructions of the pay are those of a run less these)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(args.root))
+    sys.path.insert(0, str(HERE / "bench"))
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    from rounds_bench import bench_params
+    from worker import app as app_module
+    from worker.core.outputs import Source
+    from worker.core.params import parse_params
+    from worker.core.sharing import haircut_round_id, shared_amount
+    from worker.gc_tuning import tune_collector
+    from worker.rounds import RoundParticipant, partition_snapshot, pay_partition
+    from worker.settings import resolve
+
+    class Producer:
+        """Faust's aiokafka producer as ``Runtime.send_batched`` uses it; every batch is built (as
+        the sender would) and its delivery completed at once. Counts records and bytes."""
+
+        def __init__(self) -> None:
+            self.records = self.bytes = 0
+
+        def _ensure_producer(self):  # noqa: ANN202
+            return self
+
+        async def partitions_for(self, topic):  # noqa: ANN001, ANN202
+            return set(range(PARTITIONS))
+
+        def create_batch(self):  # noqa: ANN202
+            return BatchBuilder(262_144, 0)
+
+        async def send_batch(self, batch, topic, partition):  # noqa: ANN001, ANN202
+            self.records += batch.record_count()
+            self.bytes += len(batch._build())
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(types.SimpleNamespace(offset=0))
+            return future
+
+    class Table:
+        def __init__(self, name: str) -> None:
+            self.name = name
+            self.data = types.SimpleNamespace(data={}, _key_partition={})
+            self.changelog_topic = types.SimpleNamespace(get_topic_name=lambda: f"{name}-changelog")
+
+    params = parse_params(bench_params().encode())
+    t0 = 1_700_000_000_000
+    per_winner = []
+    for _ in range(args.repeat):
+        producer = Producer()
+        settings = resolve(environ={"RISK_PARTITIONS": str(PARTITIONS)})
+        runtime = app_module.Runtime(settings, params, types.SimpleNamespace(producer=producer))
+        runtime.accounts_table = Table("accounts")
+        engine = runtime.engine
+        source = Source("positions", 0, 0, b"", b"")
+        engine.process_mark({"symbol": "BTC-PERP", "mark_price": "20000.0", "ts": t0, "seq": 1},
+                            Source("mark-prices", 0, 0, b"", b""))
+        for i in range(args.accounts):
+            account = f"s{i:06d}"
+            engine.process_positions([
+                {"type": "balance", "account_id": account, "asset": "USD", "collateral": "5000", "seq": 1, "ts": t0},
+                {"type": "position", "account_id": account, "symbol": "BTC-PERP", "size": "-1.000",
+                 "entry_price": "20000.0", "seq": 2, "ts": t0}], source)
+        engine.dirty.clear()
+        message = {"type": "round", "round_id": haircut_round_id("BTC-PERP", "long", 0), "phase": "allocate",
+                   "kind": "haircut", "symbol": "BTC-PERP", "loss_side": "long", "mark_seq": 3, "mark": 150_000,
+                   "ts": t0 + 1_000, "partitions": PARTITIONS}
+        snapshot = partition_snapshot(params, engine.accounts, message, runtime.partition_of)
+        total = sum(int(row[-1]) for rows in snapshot.values() for row in rows)
+        message.update(total=str(total), amount=str(shared_amount(total // 3, total)))  # a third of W shared
+        tune_collector()
+        gc.collect()
+
+        async def pay() -> None:
+            chunk = RoundParticipant.PAY_CHUNK
+            for p in sorted(snapshot):
+                rows = snapshot[p]
+                for start in range(0, len(rows), chunk):
+                    events, _, _ = pay_partition(params, engine.accounts, message, rows[start:start + chunk],
+                                                 engine.dirty)
+                    await runtime.publish_now(events)
+
+        started = time.perf_counter()
+        if not args.no_pay:
+            asyncio.run(pay())
+        per_winner.append(1e6 * (time.perf_counter() - started) / args.accounts)
+    print(f"code from {args.root}; {args.accounts:,} winners, {producer.records:,} records, "
+          f"{producer.bytes / 1e6:.1f} MB")
+    print(f"pay, µs a winner  {min(per_winner):.2f}  (min of {args.repeat}; all: "
+          f"{', '.join(f'{v:.2f}' for v in per_winner)}; median {statistics.median(per_winner):.2f})")
+
+
+if __name__ == "__main__":
+    main()
