@@ -7,12 +7,14 @@ bytes it hands to the producer, which the broker then stores.
 Usage: python bench/fund_agent_bench.py [--accounts N] [--repeat R] [--root DIR]
   --root DIR   import the worker from another checkout (compiled in place there), to measure a
                baseline beside this tree; run both alternately.
+Its instructions, steadier than its time on a shared machine: bench/instructions.py.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
+import operator
 import statistics
 import sys
 import time
@@ -68,6 +70,8 @@ def main() -> None:
     from worker.gc_tuning import tune_collector
     from worker.settings import resolve
 
+    assert Path(app_module.__file__).is_relative_to(args.root.resolve()), app_module.__file__
+
     params = load_params(HERE / "bench" / "bench_params.toml")
     engine = Engine(params, remote_settlement=True)
     source = Source("positions", 0, 0, b"", b"")
@@ -92,9 +96,14 @@ def main() -> None:
         runtime = app_module.Runtime(resolve(environ={}), params, types.SimpleNamespace(producer=producer))
         runtime.fund_table = Table()
         gc.collect()
+        async def apply() -> None:
+            for message in messages:
+                await runtime.on_fund_request(message)
+
         started = time.perf_counter()
-        for message in messages:
-            asyncio.run(runtime.on_fund_request(message))
+        gc.disable()  # (its runs come at points that move with any change of the allocations)
+        operator.call(asyncio.run, apply())  # (the region bench/instructions.py counts)
+        gc.enable()
         seconds = time.perf_counter() - started
         per_item.append(1e6 * seconds / len(items))
         assert runtime.counters.get("internal_error:fund", 0) == 0

@@ -11,12 +11,14 @@ worker bench adds: the broker, the network and the event loop's other tasks.
 Usage: python bench/round_pay_bench.py [--accounts N] [--repeat R] [--root DIR]
   --root DIR   import the worker from another checkout (compiled in place there): a baseline, run
                alternately with this tree.
+Its instructions, steadier than its time on a shared machine: bench/instructions.py.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
+import operator
 import statistics
 import sys
 import time
@@ -32,14 +34,11 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--root", type=Path, default=HERE)
-    parser.add_argument("--no-pay", action="store_true",
-                        help="set up only (under valgrind: the instructions of the pay are those of a run less these)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.root))
     sys.path.insert(0, str(HERE / "bench"))
     from aiokafka.producer.message_accumulator import BatchBuilder
 
-    from rounds_bench import bench_params
     from worker import app as app_module
     from worker.core.outputs import Source
     from worker.core.params import parse_params
@@ -47,6 +46,10 @@ def main() -> None:
     from worker.gc_tuning import tune_collector
     from worker.rounds import RoundParticipant, partition_snapshot, pay_partition
     from worker.settings import resolve
+
+    # (after the worker: rounds_bench puts this tree first on sys.path; what is imported stays the root's)
+    from rounds_bench import bench_params
+    assert Path(app_module.__file__).is_relative_to(args.root.resolve()), app_module.__file__
 
     class Producer:
         """Faust's aiokafka producer as ``Runtime.send_batched`` uses it; every batch is built (as
@@ -115,8 +118,11 @@ def main() -> None:
                     await runtime.publish_now(events)
 
         started = time.perf_counter()
-        if not args.no_pay:
-            asyncio.run(pay())
+        # (through operator.call: the region bench/instructions.py counts the instructions of; the
+        # collector off, whose runs come at points that move with any change of the allocations)
+        gc.disable()
+        operator.call(asyncio.run, pay())
+        gc.enable()
         per_winner.append(1e6 * (time.perf_counter() - started) / args.accounts)
     print(f"code from {args.root}; {args.accounts:,} winners, {producer.records:,} records, "
           f"{producer.bytes / 1e6:.1f} MB")
