@@ -37,8 +37,6 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(args.root))
     sys.path.insert(0, str(HERE / "bench"))
-    from aiokafka.producer.message_accumulator import BatchBuilder
-
     from worker import app as app_module
     from worker.core.outputs import Source
     from worker.core.params import parse_params
@@ -49,42 +47,14 @@ def main() -> None:
 
     # (after the worker: rounds_bench puts this tree first on sys.path; what is imported stays the root's)
     from rounds_bench import bench_params
+    from standins import BatchProducer, Table
     assert Path(app_module.__file__).is_relative_to(args.root.resolve()), app_module.__file__
-
-    class Producer:
-        """Faust's aiokafka producer as ``Runtime.send_batched`` uses it; every batch is built (as
-        the sender would) and its delivery completed at once. Counts records and bytes."""
-
-        def __init__(self) -> None:
-            self.records = self.bytes = 0
-
-        def _ensure_producer(self):  # noqa: ANN202
-            return self
-
-        async def partitions_for(self, topic):  # noqa: ANN001, ANN202
-            return set(range(PARTITIONS))
-
-        def create_batch(self):  # noqa: ANN202
-            return BatchBuilder(262_144, 0)
-
-        async def send_batch(self, batch, topic, partition):  # noqa: ANN001, ANN202
-            self.records += batch.record_count()
-            self.bytes += len(batch._build())
-            future = asyncio.get_running_loop().create_future()
-            future.set_result(types.SimpleNamespace(offset=0))
-            return future
-
-    class Table:
-        def __init__(self, name: str) -> None:
-            self.name = name
-            self.data = types.SimpleNamespace(data={}, _key_partition={})
-            self.changelog_topic = types.SimpleNamespace(get_topic_name=lambda: f"{name}-changelog")
 
     params = parse_params(bench_params().encode())
     t0 = 1_700_000_000_000
     per_winner = []
     for _ in range(args.repeat):
-        producer = Producer()
+        producer = BatchProducer(PARTITIONS)
         settings = resolve(environ={"RISK_PARTITIONS": str(PARTITIONS)})
         runtime = app_module.Runtime(settings, params, types.SimpleNamespace(producer=producer))
         runtime.accounts_table = Table("accounts")
@@ -125,7 +95,7 @@ def main() -> None:
         gc.enable()
         per_winner.append(1e6 * (time.perf_counter() - started) / args.accounts)
     print(f"code from {args.root}; {args.accounts:,} winners, {producer.records:,} records, "
-          f"{producer.bytes / 1e6:.1f} MB")
+          f"{sum(producer.bytes.values()) / 1e6:.1f} MB")
     print(f"pay, µs a winner  {min(per_winner):.2f}  (min of {args.repeat}; all: "
           f"{', '.join(f'{v:.2f}' for v in per_winner)}; median {statistics.median(per_winner):.2f})")
 
