@@ -314,7 +314,7 @@ class Runtime:
         memory = _memory(table)
         key_partition = getattr(table.data, "_key_partition", {})
         topic = table.changelog_topic.get_topic_name()
-        partition_of = self.partition_of
+        cached, partition_of = self._partition_of.get, self.partition_of  # (the cache first: no call)
         records = []
         for account in accounts:
             key = account.account_id
@@ -325,7 +325,9 @@ class Runtime:
                 log.critical("account %.80r: state not encodable; not written to the changelog", key)
                 self.counters["internal_error:state_encode"] += 1
                 continue
-            partition = partition_of(key)
+            partition = cached(key)
+            if partition is None:
+                partition = partition_of(key)
             memory[key] = data  # (at its exact size: encode_bounded)
             key_partition[key] = partition
             # the table's key serializer is JSON (Faust's default), as its own writes and recovery use
@@ -432,16 +434,20 @@ class Runtime:
         partitioner picks (murmur2 of the key over all the topic's partitions)."""
         records = []
         topics: dict[str, tuple[str, list[int]]] = {}  # output topic → (topic name, its partitions)
-        partition_of, partitions = self.partition_of, self.settings.partitions
+        cached, partition_of, partitions = self._partition_of.get, self.partition_of, self.settings.partitions
         for output, key, value in encoded:
             found = topics.get(output.topic)
             if found is None:
                 topic = self.settings.topic(output.topic)
                 found = topics[output.topic] = (topic, sorted(await self._topic_partitions(topic)))
             topic, known = found
-            n = len(known)  # an account's partition is cached for the positions' partition count
-            records.append((topic, known[partition_of(output.key) if n == partitions else partition_for(key, n)],
-                            key, value))
+            if len(known) == partitions:  # an account's partition is cached for the positions' partition count
+                index = cached(output.key)
+                if index is None:
+                    index = partition_of(output.key)
+            else:
+                index = partition_for(key, len(known))
+            records.append((topic, known[index], key, value))
         return records
 
     async def _topic_partitions(self, topic: str) -> set[int]:
