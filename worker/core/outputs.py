@@ -109,17 +109,22 @@ def allocation_event(
             "penalty": format_units(close.penalty_units, q),
             "recovery_rate_ppm": close.recovery_rate_ppm,
         })
+    # each amount rendered once: in the totals and, when not zero, in its transfer
+    liquidator = format_units(plan.liquidator_units, q)
+    insurance_fund = format_units(plan.insurance_fund_units, q)
+    protocol = format_units(plan.protocol_units, q)
+    cover = format_units(insurance_cover_units, q)
+    socialized = format_units(socialized_loss_units, q)
     transfers = []
-    for source, target, amount, reason in (
-        (account, "liquidator", plan.liquidator_units, "penalty_liquidator"),
-        (account, "protocol", plan.protocol_units, "penalty_protocol"),
-        (account, "insurance_fund", plan.insurance_fund_units, "penalty_insurance_fund"),
-        ("insurance_fund", account, insurance_cover_units, "insurance_cover"),
-        ("socialized_loss", account, socialized_loss_units, "socialized_loss"),
+    for source, target, amount, rendered, reason in (
+        (account, "liquidator", plan.liquidator_units, liquidator, "penalty_liquidator"),
+        (account, "protocol", plan.protocol_units, protocol, "penalty_protocol"),
+        (account, "insurance_fund", plan.insurance_fund_units, insurance_fund, "penalty_insurance_fund"),
+        ("insurance_fund", account, insurance_cover_units, cover, "insurance_cover"),
+        ("socialized_loss", account, socialized_loss_units, socialized, "socialized_loss"),
     ):
         if amount:
-            transfers.append({"from": source, "to": target, "amount": format_units(amount, q), "asset": asset,
-                              "reason": reason})
+            transfers.append({"from": source, "to": target, "amount": rendered, "asset": asset, "reason": reason})
     # journal check: collateral_before + Σ realized + Σ in − Σ out = collateral_after ≥ 0
     inflow = insurance_cover_units + socialized_loss_units
     outflow = plan.liquidator_units + plan.protocol_units + plan.insurance_fund_units
@@ -147,12 +152,12 @@ def allocation_event(
         "closes": closes,
         "totals": {
             "penalty": format_units(plan.penalty_units, q),
-            "liquidator": format_units(plan.liquidator_units, q),
-            "insurance_fund": format_units(plan.insurance_fund_units, q),
-            "protocol": format_units(plan.protocol_units, q),
+            "liquidator": liquidator,
+            "insurance_fund": insurance_fund,
+            "protocol": protocol,
             "shortfall": format_units(plan.shortfall_units, q),
-            "insurance_cover": format_units(insurance_cover_units, q),
-            "socialized_loss": format_units(socialized_loss_units, q),
+            "insurance_cover": cover,
+            "socialized_loss": socialized,
         },
         "transfers": transfers,
     }

@@ -177,9 +177,9 @@ class DeficitBook:
 
 
 # -------------------------------------------------------------------- events
-def _transfer(params: Params, source: str, target: str, amount_units: int, reason: str) -> dict[str, Any]:
-    return {"from": source, "to": target, "amount": format_units(amount_units, params.quote_decimals),
-            "asset": params.asset, "reason": reason}
+def _transfer(params: Params, source: str, target: str, amount: str, reason: str) -> dict[str, Any]:
+    """A transfer of ``amount`` (rendered at the quote scale, as the event's own amount field)."""
+    return {"from": source, "to": target, "amount": amount, "asset": params.asset, "reason": reason}
 
 
 def haircut_event(params: Params, *, round_id: str, ts: int, account_id: str, scope: str, symbol: str,
@@ -188,6 +188,7 @@ def haircut_event(params: Params, *, round_id: str, ts: int, account_id: str, sc
     if not 0 < amount_units <= weight_units:
         raise SharingError(f"haircut of {amount_units} on a weight of {weight_units}")
     q = params.quote_decimals
+    amount = format_units(amount_units, q)
     return {
         "type": "haircut",
         "schema_version": 1,
@@ -199,10 +200,10 @@ def haircut_event(params: Params, *, round_id: str, ts: int, account_id: str, sc
         "symbol": symbol,
         "side": side,
         "weight": format_units(weight_units, q),
-        "amount": format_units(amount_units, q),
+        "amount": amount,
         "claim_after": format_units(claim_after_units, q),
         "params_version": params.params_version,
-        "transfers": [_transfer(params, f"account:{account_id}", "socialized_loss", amount_units, "haircut")],
+        "transfers": [_transfer(params, f"account:{account_id}", "socialized_loss", amount, "haircut")],
     }
 
 
@@ -238,6 +239,7 @@ def claim_repayment_event(params: Params, *, round_id: str, ts: int, account_id:
     if not 0 < amount_units <= claim_before_units:
         raise SharingError(f"repayment of {amount_units} on a claim of {claim_before_units}")
     q = params.quote_decimals
+    amount = format_units(amount_units, q)
     return {
         "type": "claim_repayment",
         "schema_version": 1,
@@ -246,10 +248,10 @@ def claim_repayment_event(params: Params, *, round_id: str, ts: int, account_id:
         "ts": ts,
         "account_id": account_id,
         "claim_before": format_units(claim_before_units, q),
-        "amount": format_units(amount_units, q),
+        "amount": amount,
         "claim_after": format_units(claim_before_units - amount_units, q),
         "params_version": params.params_version,
-        "transfers": [_transfer(params, "insurance_fund", f"account:{account_id}", amount_units, "claim_repayment")],
+        "transfers": [_transfer(params, "insurance_fund", f"account:{account_id}", amount, "claim_repayment")],
     }
 
 
