@@ -90,8 +90,10 @@ def fill_batch(batch: Any, items: list[tuple[bytes, bytes | None]], start: int) 
     ``append`` closes it); returns the index of the first item not appended. The same records as
     ``batch.append(key=, value=, timestamp=None)`` one by one, but through the record builder the
     batch wraps (its C ``append``), without the wrapper's checks and serializer calls per record:
-    ~1 µs a record of a round's 200 000 (tests/test_state_writes.py compares the batches built).
-    A batch of another shape (a serializer set, no builder) goes through ``append``."""
+    ~1 540 instructions (0.27 µs) less a record, of a round's 200 000 (tests/test_batch_fill.py
+    compares the batches built both ways). A batch of another shape (a serializer set, no builder)
+    goes through ``append``. (It reads the batch's private ``_builder``, ``_relative_offset``:
+    aiokafka ~=0.14, pinned in pyproject.toml.)"""
     builder = getattr(batch, "_builder", None)
     offset = getattr(batch, "_relative_offset", None)
     if builder is None or type(offset) is not int or getattr(batch, "_closed", True) or \
