@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,6 +52,8 @@ def main() -> None:
     script = args.script[1:] if args.script[:1] == ["--"] else args.script
     if not script:
         parser.error("no script given (after --)")
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not installed here (apt install valgrind): it counts the instructions")
     counts = {}
     if args.baseline is not None:
         counts[f"baseline ({args.baseline})"] = instructions(script, args.baseline.resolve())
