@@ -4,7 +4,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.fixtures import make_params, params_toml
-from worker.core.fixed import _DECIMAL_RE, DecimalFormatError, ceil_div, floor_div, format_units, half_even_div, parse_decimal
+from worker.core.fixed import (_DECIMAL_RE, DecimalFormatError, ceil_div, floor_div, format_units, half_even_div, iabs, mul,
+                               parse_decimal)
 from worker.core.params import ParamsError, parse_params
 
 
@@ -89,6 +90,32 @@ def test_format_units_is_the_decimal_string_of_units_at_scale(units, decimals):
     expected = digits if decimals == 0 else f"{digits[:-decimals]}.{digits[-decimals:]}"
     assert format_units(units, decimals) == ("-" if units < 0 else "") + expected
     assert parse_decimal(format_units(units, decimals), decimals) == units
+
+
+# mul's three ways meet at these: |x| < 2^31 for the compares, bit lengths adding up to 62 for the
+# word product, anything else for the int product; each side of each edge, either sign
+_EDGES = [0, 1, 2**30, 2**31 - 1, 2**31, 2**31 + 1, 2**32 - 1, 2**32, 2**40, 2**61 - 1, 2**61, 2**62, 2**63, 2**64 + 3]
+_MUL_OPERANDS = (st.sampled_from(_EDGES + [-x for x in _EDGES]) | st.integers(min_value=-2**33, max_value=2**33)
+                 | st.integers(min_value=-2**70, max_value=2**70))
+
+
+def test_mul_is_the_exact_product_for_every_pair_of_edges():
+    # every pair, both signs (hypothesis alone may not draw the one pair that wraps: 2^32 − 1 squared)
+    signed = _EDGES + [-x for x in _EDGES]
+    wrong = [(a, b) for a in signed for b in signed if mul(a, b) != a * b]
+    assert wrong == []
+
+
+@given(_MUL_OPERANDS, _MUL_OPERANDS)
+def test_mul_is_the_exact_product_on_every_side_of_its_word_bounds(a, b):
+    # compiled, the first two ways are i64 products: a wrong bound would wrap or lose the sign here
+    assert mul(a, b) == a * b
+    assert mul(b, a) == a * b
+
+
+@given(_MUL_OPERANDS)
+def test_iabs_is_abs(value):
+    assert iabs(value) == abs(value)
 
 
 def test_named_roundings_differ_only_where_they_should():

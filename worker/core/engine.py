@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Final, Iterable, Iterator, Sequence
 
-from .fixed import PPM, format_units, mul
+from .fixed import PPM, format_units, iabs, mul
 from .inputs import BadInput, BalanceUpdate, MarkTick, PositionUpdate, decode_mark, decode_position_event
 from .fund import InsuranceFund, record_deficits, request_item, settle
 from .liquidation import plan_liquidation, plan_to_list
@@ -1032,7 +1032,7 @@ class Engine:
         jump = self.params.max_jump_ppm
         if jump and previous is not None:
             # jumped iff |P − P_prev| · 10^6 > max_jump · P_prev; confirmed by the next tick
-            confirmed = abs(tick.mark_ticks - previous.mark_ticks) * PPM <= jump * previous.mark_ticks
+            confirmed = iabs(tick.mark_ticks - previous.mark_ticks) * PPM <= jump * previous.mark_ticks
             if not confirmed:
                 self.counters["guard:jump"] += 1
         self.marks[tick.symbol] = MarkState(tick.mark_ticks, tick.seq, tick.ts, confirmed)
@@ -1415,7 +1415,7 @@ class Engine:
         if position is None:
             return
         side = self.open_long if position.size_lots > 0 else self.open_short
-        lots = side.get(symbol, 0) + sign * abs(position.size_lots)
+        lots = side.get(symbol, 0) + sign * iabs(position.size_lots)
         if lots:
             side[symbol] = lots
         else:  # no zero entries: two engines with the same open interest hold equal dicts

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from .fixed import DecimalFormatError, parse_decimal
+from .fixed import DecimalFormatError, iabs, parse_decimal
 from .margin import value_ceil
 from .params import Params
 
@@ -198,7 +198,7 @@ def position_terms(params: Params, symbol: str, size: object, entry_price: objec
     if entry_ticks < 0 or (size_lots != 0 and entry_ticks == 0):
         raise BadInput("non_positive_price", "'entry_price' must be positive for an open position")
     # N = ceil(|q| · E) in quote units (SPEC §3), bounded like every amount
-    if value_ceil(sym, abs(size_lots), entry_ticks) > MAX_NOTIONAL_UNITS:
+    if value_ceil(sym, iabs(size_lots), entry_ticks) > MAX_NOTIONAL_UNITS:
         raise BadInput("out_of_range", "the position's notional at its entry price is beyond 10^18 quote units")
     if margin_mode != "cross" and margin_mode != "isolated":
         raise BadInput("bad_value", "'margin_mode' must be 'cross' or 'isolated'")

@@ -10,7 +10,7 @@ from typing import Any
 
 from mypy_extensions import mypyc_attr
 
-from .fixed import PPM, ceil_div, floor_div, mul
+from .fixed import PPM, ceil_div, floor_div, iabs, mul
 from .margin import Leg, margin_state, notional, severity_ppm, value_floor
 from .params import Params, SymbolParams
 
@@ -150,7 +150,7 @@ class _Working:
         sizes = list(self.sizes)
         sizes[index] -= delta_lots
         collateral = self.collateral + realized
-        closed_notional = value_floor(leg.sym, abs(delta_lots), x)
+        closed_notional = value_floor(leg.sym, iabs(delta_lots), x)
         lv_after_close = self.liquidation_value(collateral, sizes)
         penalty = min(floor_div(mul(closed_notional, rate_ppm), PPM), max(0, lv_after_close))
         return realized, penalty, collateral - penalty, sizes
@@ -168,8 +168,8 @@ class _Working:
         return Close(
             symbol=leg.sym.symbol,
             side="long" if leg.size_lots > 0 else "short",
-            closed_lots=abs(delta_lots),
-            remaining_lots=abs(sizes[index]),
+            closed_lots=iabs(delta_lots),
+            remaining_lots=iabs(sizes[index]),
             mark_ticks=leg.mark_ticks,
             execution_ticks=x,
             entry_ticks=leg.entry_ticks,
@@ -191,9 +191,9 @@ def smallest_restoring_close(work: _Working, index: int, rate_ppm: int, buffer_p
     close does not restore it. Binary search keeps bar(δ) true and bar(δ − 1) false."""
     size = work.sizes[index]
     sign = 1 if size > 0 else -1
-    if not _restores(work, index, sign * abs(size), rate_ppm, buffer_ppm):
+    if not _restores(work, index, sign * iabs(size), rate_ppm, buffer_ppm):
         return None
-    low, high = 0, abs(size)  # restores(low) is false (the scope is below the bar), restores(high) true
+    low, high = 0, iabs(size)  # restores(low) is false (the scope is below the bar), restores(high) true
     while high - low > 1:
         middle = (low + high) // 2
         if _restores(work, index, sign * middle, rate_ppm, buffer_ppm):
@@ -234,8 +234,8 @@ def plan_liquidation(collateral_units: int, legs: list[Leg], params: Params) -> 
                 break
             size = work.sizes[i]
             delta = None if bar_met else smallest_restoring_close(work, i, rate, params.buffer_ppm)
-            if delta is not None and delta < abs(size):
-                rest = abs(size) - delta
+            if delta is not None and delta < iabs(size):
+                rest = iabs(size) - delta
                 if notional(legs[i].sym, rest, legs[i].mark_ticks) < legs[i].sym.min_notional_units:
                     delta = None
             lots = size if delta is None else (delta if size > 0 else -delta)

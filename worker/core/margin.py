@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
 
-from .fixed import PPM, ceil_div, floor_div, mul
+from .fixed import PPM, ceil_div, floor_div, iabs, mul
 from .params import Bracket, SymbolParams
 
 
@@ -65,7 +65,7 @@ def unrealized_pnl(sym: SymbolParams, size_lots: int, entry_ticks: int, price_ti
 
 def notional(sym: SymbolParams, size_lots: int, price_ticks: int) -> int:
     """N = ceil(|q| · P), quote units."""
-    return value_ceil(sym, abs(size_lots), price_ticks)
+    return value_ceil(sym, iabs(size_lots), price_ticks)
 
 
 def bracket_for(sym: SymbolParams, notional_units: int) -> Bracket:
@@ -84,11 +84,14 @@ def maintenance(sym: SymbolParams, notional_units: int) -> int:
 
 def margin_state(collateral_units: int, legs: tuple[Leg, ...] | list[Leg]) -> MarginState:
     equity = collateral_units
+    total_mm = 0  # MM = Σ legs' MM (summed here on the compiled ints, not by ``sum`` over the list)
     leg_mm: list[int] = []
     for leg in legs:
         equity += unrealized_pnl(leg.sym, leg.size_lots, leg.entry_ticks, leg.mark_ticks)
-        leg_mm.append(maintenance(leg.sym, notional(leg.sym, leg.size_lots, leg.mark_ticks)))
-    return MarginState(equity, sum(leg_mm), tuple(leg_mm))
+        mm = maintenance(leg.sym, notional(leg.sym, leg.size_lots, leg.mark_ticks))
+        total_mm += mm
+        leg_mm.append(mm)
+    return MarginState(equity, total_mm, tuple(leg_mm))
 
 
 def call_level(maintenance_units: int, call_ratio_ppm: int) -> int:
@@ -137,7 +140,7 @@ def liquidation_price(collateral_units: int, legs: list[Leg], index: int) -> Fra
     # In ticks, with v = value_num/value_den quote units per lot·tick:
     # P = (q·E·v − C' − cum) / (v · (q − |q|·mmr/10^6))
     numerator = (q * leg.entry_ticks * sym.value_num - (others + bracket.cum_units) * sym.value_den) * PPM
-    denominator = sym.value_num * (q * PPM - abs(q) * bracket.mmr_ppm)
+    denominator = sym.value_num * (q * PPM - iabs(q) * bracket.mmr_ppm)
     if denominator == 0:
         return None
     price = Fraction(numerator, denominator)
@@ -205,4 +208,4 @@ def safe_move_ticks(terms: BandTerms, size_lots: int, slack_units: int) -> int:
     budget = slack_units - terms.rounding_units
     if budget <= 0:
         return 0
-    return floor_div(mul(budget, terms.per_unit), mul(abs(size_lots), terms.per_lot_tick))
+    return floor_div(mul(budget, terms.per_unit), mul(iabs(size_lots), terms.per_lot_tick))
