@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import sys
-from functools import partial
 from typing import Any, BinaryIO, Iterable, Iterator
 
 from topics.codec import DecodeError, decode, encode
@@ -11,7 +10,7 @@ from .core.engine import Engine
 from .core.outputs import Output, Source
 from .core.params import Params
 from .gc_tuning import tune_collector
-from .typed_input import elements_of, replay_position_line
+from .typed_input import HeldRecord, replay_position_line
 from .wire import encode_output
 
 INPUT_TOPICS = ("mark-prices", "positions")
@@ -36,16 +35,15 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
     """Feed lines in file order; yield outputs in emission order. Bad lines become dead letters."""
     for line_number, line in enumerate(lines, start=1):
         line = line.rstrip(b"\r\n")
-        if not line.strip():
+        if not line or line.isspace():  # (``not line.strip()`` without copying every line)
             continue
         offset = line_number - 1
         typed = replay_position_line(line, engine.params)
         if typed is not None:  # the typed way (worker/typed_input.py); else the validating way below
             key, updates = typed
-            elements = elements_of(partial(_line_value, line))
-            source = Source("positions", 0, offset, _key_bytes(key), None,
-                            partial(_line_value_bytes, line))  # (value_fn; positional: no keyword parsing)
-            yield from engine.process_position_updates(updates, source, elements)
+            held = _HeldLine(line)  # (what a dead letter would show, decoded only if one is written)
+            source = Source("positions", 0, offset, _key_bytes(key), None, held.value_bytes)  # (value_fn)
+            yield from engine.process_position_updates(updates, source, held.element_at)
             engine.dirty.clear()  # replay persists no state (below)
             continue
         try:
@@ -66,13 +64,17 @@ def replay_lines(lines: Iterable[bytes], engine: Engine) -> Iterator[Output]:
         engine.dirty.clear()  # replay persists no state: what changed need not be remembered
 
 
-def _line_value(line: bytes) -> Any:
-    return decode(line)["value"]
+class _HeldLine(HeldRecord):
+    """A replay line the typed way took: its ``value`` is the line's "value", and ``value_bytes``
+    what the validating way puts in the Source for the line: that value, re-encoded."""
 
+    __slots__ = ()
 
-def _line_value_bytes(line: bytes) -> bytes:
-    """What the validating way puts in the Source for a line: its value, re-encoded."""
-    return _reencoded(_line_value(line), line)
+    def _decode(self) -> Any:
+        return decode(self.raw)["value"]
+
+    def value_bytes(self) -> bytes:
+        return _reencoded(self.value(), self.raw)
 
 
 def format_output(output: Output) -> bytes:

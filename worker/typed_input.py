@@ -117,23 +117,41 @@ def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Index
     return None if updates is None else (record.key, updates)
 
 
-def elements_of(decode_value: Callable[[], Any]) -> Callable[[int | None], Any]:
-    """``element_at`` for the engine: an event's JSON (for a dead letter), decoded only if asked."""
-    decoded: list[Any] = []
+class _Unset:
+    """No value decoded yet (None is a value: a record that does not decode)."""
 
-    def element_at(index: int | None) -> Any:
-        if not decoded:
-            decoded.append(decode_value())
-        value = decoded[0]
+
+_UNSET: Any = _Unset()
+
+
+class HeldRecord:
+    """``element_at`` for the engine over a record value ``position_updates`` took (valid JSON by
+    then): an event's JSON for a dead letter (the whole value at index None, else the array's
+    element), decoded only if asked, once. One object a message: a closure, its cell and a list
+    before."""
+
+    __slots__ = ("raw", "decoded")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.decoded: Any = _UNSET
+
+    def value(self) -> Any:
+        if self.decoded is _UNSET:
+            self.decoded = self._decode()
+        return self.decoded
+
+    def _decode(self) -> Any:
+        try:
+            return decode(self.raw)
+        except DecodeError:  # pragma: no cover - msgspec accepted these bytes as JSON
+            return None
+
+    def element_at(self, index: int | None) -> Any:
+        value = self.value()
         return value if index is None else value[index]
-    return element_at
 
 
 def record_elements(raw: bytes) -> Callable[[int | None], Any]:
     """``element_at`` for a record value ``position_updates`` took (valid JSON by then)."""
-    def value() -> Any:
-        try:
-            return decode(raw)
-        except DecodeError:  # pragma: no cover - msgspec accepted these bytes as JSON
-            return None
-    return elements_of(value)
+    return HeldRecord(raw).element_at

@@ -243,6 +243,8 @@ class AccountState:
             if held == symbol:
                 if position is None:
                     self._positions = flat[:i] + flat[i + 2:]
+                elif len(flat) == 2:  # (its only position: one tuple, not four)
+                    self._positions = (held, position)
                 else:
                     self._positions = flat[:i + 1] + (position,) + flat[i + 2:]
                 return
@@ -370,6 +372,8 @@ class AccountState:
 
     def watched_scopes(self) -> list[str]:
         """Scopes pending or in the margin-call zone (evaluated on the account's own events)."""
+        if self._pending is None and not self._in_call:  # (most accounts: one list, not four)
+            return []
         return [p.scope for p in self.pendings()] + list(self._in_call or ())
 
     def __eq__(self, other: object) -> bool:
