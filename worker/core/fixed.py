@@ -18,6 +18,8 @@ _DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
 MAX_DECIMAL_CHARS: Final = 40  # longer strings are refused before int() sees them
 _ZEROS_KEPT: Final = 19
 _ZEROS: Final = tuple("0" if d == 0 else "0." + "0" * d for d in range(_ZEROS_KEPT))  # zero at d decimals
+_POWERS_KEPT: Final = 41  # 10^0 … 10^40: every scale a decimal string of MAX_DECIMAL_CHARS can pad to
+_POW10: Final = tuple(10**k for k in range(_POWERS_KEPT))
 
 
 class DecimalFormatError(ValueError):
@@ -84,10 +86,11 @@ def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
     negative = text.startswith("-")
     body = text[1:] if negative else text
     whole, dot, fraction = body.partition(".")
-    if not _is_decimal(whole, dot, fraction):
+    if not (body.isascii() and _is_decimal(whole, dot, fraction)):  # (ASCII: checked once, on the whole body)
         raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
-    if len(fraction) <= decimals:
-        units = int(whole + fraction.ljust(decimals, "0"))
+    pad = decimals - len(fraction)
+    if pad >= 0:  # units = digits · 10^pad (the fraction padded with zeros to the scale)
+        units = int(whole + fraction) * (_POW10[pad] if pad < _POWERS_KEPT else 10 ** pad)
     elif rounding == "half_even":
         units = half_even_div(int(whole + fraction), 10 ** (len(fraction) - decimals))
     else:
@@ -98,12 +101,12 @@ def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
 
 
 def _is_decimal(whole: str, dot: str, fraction: str) -> bool:
-    """The grammar ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?`` on the parts after the sign, split at the first
-    dot (``_DECIMAL_RE``, checked without the regex engine: ``isascii() and isdigit()`` is [0-9]+;
+    """The grammar ``-?(0|[1-9][0-9]*)(\\.[0-9]+)?`` on the ASCII parts after the sign, split at the
+    first dot (``_DECIMAL_RE``, checked without the regex engine: ``isdigit()`` of ASCII is [0-9]+;
     tests/test_fixed_and_params.py compares the two on generated strings)."""
-    if not (whole.isascii() and whole.isdigit()) or (whole[0] == "0" and len(whole) > 1):
+    if not whole.isdigit() or (whole[0] == "0" and len(whole) > 1):
         return False
-    return not dot or (fraction.isascii() and fraction.isdigit())
+    return not dot or fraction.isdigit()
 
 
 def format_units(units: int, decimals: int) -> str:
