@@ -18,7 +18,7 @@ _DECIMAL_RE: Final = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?\Z")
 MAX_DECIMAL_CHARS: Final = 40  # longer strings are refused before int() sees them
 _ZEROS_KEPT: Final = 19
 _ZEROS: Final = tuple("0" if d == 0 else "0." + "0" * d for d in range(_ZEROS_KEPT))  # zero at d decimals
-_POWERS_KEPT: Final = 41  # 10^0 … 10^40: every scale a decimal string of MAX_DECIMAL_CHARS can pad to
+_POWERS_KEPT: Final = 41  # 10^0 … 10^40 kept (scales are ≤ 18 in the parameters); a larger pad computes its power
 _POW10: Final = tuple(10**k for k in range(_POWERS_KEPT))
 
 
@@ -37,9 +37,10 @@ _HALF_WORD: Final = 2**31  # |a|, |b| < 2^31 ⇒ |a·b| < 2^62 (the same bound, 
 def mul(a: int, b: int) -> int:
     """a · b, exact. Compiled (mypyc), an ``int`` product takes the machine multiplication only when
     both operands are in [0, 2^30): a negative size or an amount above ~1 073 quote units at 6
-    decimals went through Python objects (~80–120 ns). Here, when the operands' bit lengths add up
-    to at most 62, the product is one i64 multiplication (it cannot wrap: |a·b| < 2^62); otherwise
-    it is the ``int`` product. Uncompiled, ``i64(x)`` is ``int(x)``: the same value either way."""
+    decimals went through Python objects (~80–120 ns). Here, when |a|, |b| < 2^31 (four compares on
+    the tagged ints) or else the operands' bit lengths add up to at most 62, the product is one i64
+    multiplication (it cannot wrap: |a·b| < 2^62); otherwise it is the ``int`` product. Uncompiled,
+    ``i64(x)`` is ``int(x)``: the same value either way."""
     if -_HALF_WORD < a < _HALF_WORD and -_HALF_WORD < b < _HALF_WORD:  # |a|, |b| < 2^31: four compares
         return i64(a) * i64(b)
     if a.bit_length() + b.bit_length() <= MUL_WORD_BITS:  # (an amount times a ppm rate, say)
