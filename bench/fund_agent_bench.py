@@ -11,13 +11,8 @@ Its instructions, steadier than its time on a shared machine: bench/instructions
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
-import operator
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -25,11 +20,9 @@ HERE = Path(__file__).resolve().parent.parent
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--accounts", type=int, default=10_000)
+    from standins import bench_arguments
+    parser = bench_arguments(10_000, HERE)
     parser.add_argument("--items", type=int, default=640, help="items per request message")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--root", type=Path, default=HERE)
     args = parser.parse_args()
     sys.path.insert(0, str(args.root))
     import orjson
@@ -42,7 +35,7 @@ def main() -> None:
     from worker.settings import resolve
 
     assert Path(app_module.__file__).is_relative_to(args.root.resolve()), app_module.__file__
-    from standins import BatchProducer, Table
+    from standins import BatchProducer, Table, measured_seconds
 
     params = load_params(HERE / "bench" / "bench_params.toml")
     engine = Engine(params, remote_settlement=True)
@@ -67,17 +60,13 @@ def main() -> None:
         producer = BatchProducer(4)
         runtime = app_module.Runtime(resolve(environ={}), params, types.SimpleNamespace(producer=producer))
         runtime.fund_table = Table("fund-ledger")
-        gc.collect()
+
         async def apply() -> None:
             for message in messages:
                 await runtime.on_fund_request(message)
             await runtime.settle_fund_writes()  # (each message's writes are delivered in a task)
 
-        started = time.perf_counter()
-        gc.disable()  # (its runs come at points that move with any change of the allocations)
-        operator.call(asyncio.run, apply())  # (the region bench/instructions.py counts)
-        gc.enable()
-        seconds = time.perf_counter() - started
+        seconds = measured_seconds(apply())
         per_item.append(1e6 * seconds / len(items))
         assert runtime.counters.get("internal_error:fund", 0) == 0
     ledger = producer.bytes.get("fund-ledger-changelog", 0)  # (built batches: records and their framing)

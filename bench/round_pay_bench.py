@@ -15,13 +15,8 @@ Its instructions, steadier than its time on a shared machine: bench/instructions
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
-import operator
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -30,11 +25,8 @@ PARTITIONS = 4
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--accounts", type=int, default=100_000)
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--root", type=Path, default=HERE)
-    args = parser.parse_args()
+    from standins import bench_arguments  # (this script's folder)
+    args = bench_arguments(100_000, HERE).parse_args()
     sys.path.insert(0, str(args.root))
     sys.path.insert(0, str(HERE / "bench"))
     from worker import app as app_module
@@ -47,7 +39,7 @@ def main() -> None:
 
     # (after the worker: rounds_bench puts this tree first on sys.path; what is imported stays the root's)
     from rounds_bench import bench_params
-    from standins import BatchProducer, Table
+    from standins import BatchProducer, Table, measured_seconds
     assert Path(app_module.__file__).is_relative_to(args.root.resolve()), app_module.__file__
 
     params = parse_params(bench_params().encode())
@@ -76,7 +68,6 @@ def main() -> None:
         total = sum(int(row[-1]) for rows in snapshot.values() for row in rows)
         message.update(total=str(total), amount=str(shared_amount(total // 3, total)))  # a third of W shared
         tune_collector()
-        gc.collect()
 
         async def pay() -> None:
             chunk = RoundParticipant.PAY_CHUNK
@@ -87,13 +78,7 @@ def main() -> None:
                                                  engine.dirty)
                     await runtime.publish_now(events)
 
-        started = time.perf_counter()
-        # (through operator.call: the region bench/instructions.py counts the instructions of; the
-        # collector off, whose runs come at points that move with any change of the allocations)
-        gc.disable()
-        operator.call(asyncio.run, pay())
-        gc.enable()
-        per_winner.append(1e6 * (time.perf_counter() - started) / args.accounts)
+        per_winner.append(1e6 * measured_seconds(pay()) / args.accounts)
     print(f"code from {args.root}; {args.accounts:,} winners, {producer.records:,} records, "
           f"{sum(producer.bytes.values()) / 1e6:.1f} MB")
     print(f"pay, µs a winner  {min(per_winner):.2f}  (min of {args.repeat}; all: "

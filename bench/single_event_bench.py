@@ -13,13 +13,8 @@ Its instructions, steadier than its time on a shared machine: bench/instructions
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
-import gc
-import operator
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -28,12 +23,10 @@ T0 = 1_700_000_000_000
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--accounts", type=int, default=10_000)
+    from standins import bench_arguments
+    parser = bench_arguments(10_000, HERE)
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--flush-every", type=int, default=30_000, help="messages between the commit's flushes")
-    parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--root", type=Path, default=HERE)
     args = parser.parse_args()
     sys.path.insert(0, str(args.root))
     import orjson
@@ -47,7 +40,7 @@ def main() -> None:
     from worker.settings import resolve
 
     assert Path(app_module.__file__).is_relative_to(args.root.resolve()), app_module.__file__
-    from standins import BatchProducer, Table
+    from standins import BatchProducer, Table, measured_seconds
 
     params = load_params(HERE / "bench" / "bench_params.toml")
     accounts = [f"a{i:06d}" for i in range(args.accounts)]
@@ -77,7 +70,6 @@ def main() -> None:
         runtime.engine.process_mark({"symbol": "BTC-PERP", "mark_price": "20000.0", "ts": T0, "seq": 1},
                                     Source("mark-prices", 0, 0, b"", b""))
         runtime.engine.dirty.clear()
-        gc.collect()
 
         async def apply() -> None:
             for k, message in enumerate(messages, 1):
@@ -85,12 +77,7 @@ def main() -> None:
                 if k % args.flush_every == 0:
                     await runtime.persist_dirty()
 
-        started = time.perf_counter()
-        gc.disable()  # (its runs come at points that move with any change of the allocations)
-        operator.call(asyncio.run, apply())  # (the region bench/instructions.py counts)
-        gc.enable()
-        seconds = time.perf_counter() - started
-        per_message.append(1e6 * seconds / len(messages))
+        per_message.append(1e6 * measured_seconds(apply()) / len(messages))
         assert runtime.counters.get("messages:positions") == len(messages), runtime.counters
         assert not any(k.startswith(("dead_letter", "internal_error")) for k in runtime.counters), runtime.counters
     print(f"positions agent, µs a message  {statistics.median(per_message):.2f}  (median of {args.repeat}: "

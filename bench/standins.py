@@ -2,8 +2,14 @@
 Faust table and Faust's aiokafka producer as the worker's ``Runtime`` uses them, without a broker."""
 from __future__ import annotations
 
+import argparse
 import asyncio
+import gc
+import operator
+import time
 import types
+from pathlib import Path
+from typing import Any, Coroutine
 
 from aiokafka.producer.message_accumulator import BatchBuilder
 
@@ -53,3 +59,27 @@ class BatchProducer:
         future = asyncio.get_running_loop().create_future()
         future.set_result(types.SimpleNamespace(offset=0))
         return future
+
+
+def bench_arguments(accounts: int, here: Path) -> argparse.ArgumentParser:
+    """The in-process benches' common arguments: --accounts, --repeat, --root (a checkout whose
+    worker is measured, compiled in place there: a baseline beside this tree)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--accounts", type=int, default=accounts)
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--root", type=Path, default=here)
+    return parser
+
+
+def measured_seconds(work: Coroutine[Any, Any, Any]) -> float:
+    """Seconds of ``asyncio.run(work)``: the collector run before and off during (its runs come at
+    points that move with any change of the allocations), inside ``operator.call`` — the region
+    bench/instructions.py counts the instructions of."""
+    gc.collect()
+    started = time.perf_counter()
+    gc.disable()
+    try:
+        operator.call(asyncio.run, work)
+    finally:
+        gc.enable()
+    return time.perf_counter() - started
