@@ -117,11 +117,7 @@ def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Index
     return None if updates is None else (record.key, updates)
 
 
-class _Unset:
-    """No value decoded yet (None is a value: a record that does not decode)."""
-
-
-_UNSET: Any = _Unset()
+_UNSET: Any = object()  # no value decoded yet (None is one: a record that does not decode)
 
 
 class HeldRecord:
