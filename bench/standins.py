@@ -1,5 +1,6 @@
-"""Stand-ins for the in-process benches (bench/round_pay_bench.py, bench/fund_agent_bench.py): a
-Faust table and Faust's aiokafka producer as the worker's ``Runtime`` uses them, without a broker."""
+"""Stand-ins for the in-process benches (bench/round_pay_bench.py, fund_agent_bench.py, single_event_bench.py): a
+Faust table and Faust's aiokafka producer as the worker's ``Runtime`` uses them, without a broker;
+and what those benches share: their arguments and their measured region."""
 from __future__ import annotations
 
 import argparse
