@@ -6,12 +6,12 @@ On this kind of machine (2 shared vCPUs) the same code's time varies by ±20–4
 the next, more than most single changes move it. The number of instructions it executes does not:
 the script runs under valgrind's callgrind (``--collect-atstart=no``), which counts the
 instructions (``Ir``) executed inside calls of ``operator.call`` only — the region each in-process
-bench wraps in it (bench/round_pay_bench.py, bench/fund_agent_bench.py, bench/replay_bench.py) —
-with PYTHONHASHSEED=0.
+bench wraps in it (``measured_seconds`` in bench/standins.py, for the pay, fund agent and
+single-event benches; bench/replay_bench.py's loop) — with PYTHONHASHSEED=0.
 The same code gives the same count within ~0.1 %. What it does not see: the kernel (page faults,
 at ~3.4 µs each here), cache misses and memory, I/O; a change that moves those (the exact-size
 copies of topics/codec.py) needs the time benches as well. ``--baseline DIR`` runs the script
-again with ``--root DIR`` (the pay and fund benches import the worker from there: a checkout
+again with ``--root DIR`` (the pay, fund agent and single-event benches import the worker from there: a checkout
 compiled in place, ``setup.py build_ext --inplace``; the replay bench imports its own tree's, so
 run a baseline's copy of it from there). ``--per N`` divides by N (winners, items). Needs valgrind.
 """

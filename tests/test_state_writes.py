@@ -208,3 +208,17 @@ def test_an_account_a_tick_changes_during_the_revocations_write_back_is_written_
 
     asyncio.run(scenario())
     assert written(producer) == ["a", "late"] and not runtime.engine.dirty and not runtime.engine.accounts
+
+
+def test_the_partition_cache_keeps_what_it_computes_but_holds_keeps_only_its_own_partition():
+    cache = app_module.PartitionCache(4)
+    # murmur2 spreads these over the 4 partitions; the cache agrees with the producer's partitioner
+    accounts = [f"a{i:06d}" for i in range(40)]
+    expected = {a: app_module.partition_for(a.encode(), 4) for a in accounts}
+    mine, theirs = [a for a in accounts if expected[a] == 1], [a for a in accounts if expected[a] != 1]
+    assert mine and theirs
+    assert [cache.holds(a, 1) for a in accounts] == [expected[a] == 1 for a in accounts]
+    assert dict(cache) == {a: 1 for a in mine}  # another partition's accounts were computed, not kept
+    assert [cache[a] for a in theirs] == [expected[a] for a in theirs]  # a lookup computes and keeps
+    assert dict(cache) == expected
+    assert [cache.holds(a, 1) for a in accounts] == [expected[a] == 1 for a in accounts]  # from the cache now

@@ -136,6 +136,17 @@ class PartitionCache(dict):
         partition = self[account_id] = partition_for(account_id.encode(), self.partitions)
         return partition
 
+    def holds(self, account_id: str, partition: int) -> bool:
+        """Whether the account belongs to ``partition``; cached only if it does (an account of
+        another worker's partition is computed each time, not kept)."""
+        known = self.get(account_id)
+        if known is not None:
+            return known == partition
+        if partition_for(account_id.encode(), self.partitions) != partition:
+            return False
+        self[account_id] = partition
+        return True
+
 
 class Runtime:
     """Everything one worker process holds besides the Faust machinery."""
@@ -477,13 +488,7 @@ class Runtime:
             # murmur2 is pure Python (15 % of a batched message's time): an account of this
             # partition is computed once and cached here, where it arrives (not later, in a burst,
             # when the commit's flush writes it); another partition's is computed, not cached
-            known = self._partition_of.get(account)
-            if known is not None:
-                return known == partition
-            if partition_for(account.encode(), self.settings.partitions) != partition:
-                return False
-            self._partition_of[account] = partition
-            return True
+            return self._partition_of.holds(account, partition)
         # the typed decoder first (one C pass, worker/typed_input.py); what it declines, the validating way
         try:
             updates = position_updates(message.value, self.params)
