@@ -6,7 +6,8 @@ here), with a stand-in table and producer. No broker and no Faust: what it measu
 handler adds to Faust's own per-message path (bench/stream_bench.py measures the two together,
 beside a bare Faust agent).
 
-Usage: python bench/single_event_bench.py [--accounts N] [--messages M] [--repeat R] [--root DIR]
+Usage: python bench/single_event_bench.py [--accounts N] [--messages M] [--repeat R] [--group G] [--root DIR]
+  --group G    the messages in groups of G (``on_positions_messages``), as the worker takes them
   --root DIR   import the worker from another checkout (compiled in place there), to measure a
                baseline beside this tree; run both alternately.
 Its instructions, steadier than its time on a shared machine: bench/instructions.py.
@@ -27,6 +28,9 @@ def main() -> None:
     parser = bench_arguments(10_000, HERE)
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--flush-every", type=int, default=30_000, help="messages between the commit's flushes")
+    parser.add_argument("--group", type=int, default=0,
+                        help="messages handed to on_positions_messages together (0: on_positions_message, one "
+                             "at a time; the worker's RISK_POSITIONS_GROUP_MS)")
     args = parser.parse_args()
     sys.path.insert(0, str(args.root))
     import orjson
@@ -72,9 +76,15 @@ def main() -> None:
         runtime.engine.dirty.clear()
 
         async def apply() -> None:
-            for k, message in enumerate(messages, 1):
-                await runtime.on_positions_message(message)
-                if k % args.flush_every == 0:
+            if not args.group:
+                for k, message in enumerate(messages, 1):
+                    await runtime.on_positions_message(message)
+                    if k % args.flush_every == 0:
+                        await runtime.persist_dirty()
+                return
+            for start in range(0, len(messages), args.group):
+                await runtime.on_positions_messages(messages[start:start + args.group])
+                if (start + args.group) // args.flush_every > start // args.flush_every:
                     await runtime.persist_dirty()
 
         per_message.append(1e6 * measured_seconds(apply()) / len(messages))

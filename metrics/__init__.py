@@ -129,9 +129,16 @@ class WorkerMetrics:
             self.cover.inc(cover)
             self.socialized.inc(socialized)
 
-    def observe_input(self, topic: str, value: Any, seconds: float) -> None:
-        self.count_events(topic, value)
-        self.latency.observe(seconds)
+    def observe_inputs(self, topic: str, events: int, messages: int, seconds: float) -> None:
+        """Input messages handled together (a group of ``messages`` holding ``events`` events, its
+        outputs handed to the producer ``seconds`` after the group began): each message's latency
+        is the group's."""
+        child = self._events_of.get(topic)
+        if child is None:
+            child = self._events_of[topic] = self.events.labels(topic)
+        child.inc(events)
+        for _ in range(messages):
+            self.latency.observe(seconds)
 
     def count_events(self, topic: str, value: Any) -> None:
         """An input message's events (an array counts its elements)."""

@@ -52,6 +52,10 @@ SETTINGS: tuple[Setting, ...] = (
             "long poll of the mark reader: the embedded broker answers an empty fetch only when it ends, so a tick "
             "waits up to about this long (Apache Kafka answers at once when data arrives: 100–500 costs no latency "
             "and saves the idle polls)"),
+    Setting("positions_group_ms", "RISK_POSITIONS_GROUP_MS", 5,
+            "positions messages are taken in groups gathered over at most this long (a message waits up to it; "
+            "0: one at a time): one handler call a group instead of a message (docs/streaming.md)"),
+    Setting("positions_group_max", "RISK_POSITIONS_GROUP_MAX", 1000, "positions messages in a group at most"),
     Setting("linger_ms", "RISK_PRODUCER_LINGER_MS", 20, "producer linger"),
     Setting("max_batch_bytes", "RISK_PRODUCER_MAX_BATCH_BYTES", 262_144, "producer batch size"),
     Setting("security_protocol", "RISK_SECURITY_PROTOCOL", "PLAINTEXT", "PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL"),
@@ -87,6 +91,8 @@ class WorkerSettings:
     table_store: str
     fetch_max_wait_ms: int
     mark_fetch_max_wait_ms: int
+    positions_group_ms: int
+    positions_group_max: int
     linger_ms: int
     max_batch_bytes: int
     security_protocol: str
@@ -169,4 +175,8 @@ def resolve(args: argparse.Namespace | None = None, environ: dict[str, str] | No
     """Flag, else environment variable, else default."""
     values = resolve_values(SETTINGS, args, environ)
     assert {f.name for f in fields(WorkerSettings)} == set(values)
+    if values["positions_group_max"] < 1:  # type: ignore[operator]
+        raise SettingsError(f"RISK_POSITIONS_GROUP_MAX={values['positions_group_max']}: a group holds 1 message at least")
+    if values["positions_group_ms"] < 0:  # type: ignore[operator]
+        raise SettingsError(f"RISK_POSITIONS_GROUP_MS={values['positions_group_ms']}: 0 (one at a time) or more")
     return WorkerSettings(**values)
