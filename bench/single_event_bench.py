@@ -74,6 +74,8 @@ def main() -> None:
         runtime.engine.process_mark({"symbol": "BTC-PERP", "mark_price": "20000.0", "ts": T0, "seq": 1},
                                     Source("mark-prices", 0, 0, b"", b""))
         runtime.engine.dirty.clear()
+        for account in accounts:  # as the worker's setup messages leave it: every account's partition known
+            assert runtime._partition_of.holds(account, 0)
 
         async def apply() -> None:
             if not args.group:
