@@ -1,4 +1,6 @@
 """Decimal strings at scale (SPEC §2) and parameter validation (SPEC §9)."""
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,6 +70,22 @@ def test_a_string_parses_exactly_when_the_decimal_grammar_matches_it(text):
         assert exc.code == "bad_decimal"
         accepted = False
     assert accepted == (len(text) <= 40 and _DECIMAL_RE.match(text) is not None)
+
+
+@given(st.from_regex(_DECIMAL_RE, fullmatch=True).filter(lambda text: len(text) <= 40), st.integers(0, 18))
+def test_a_decimal_string_parses_to_its_exact_value_at_the_scale(text, decimals):
+    # the reference is Python's Decimal: units = value · 10^decimals, exact when the fraction fits
+    # the scale (else refused, or rounded half-even); 100 digits hold 40 characters at 18 decimals
+    with localcontext() as context:
+        context.prec = 100
+        scaled = Decimal(text).scaleb(decimals)
+    if len(text.partition(".")[2]) <= decimals:
+        assert parse_decimal(text, decimals) == parse_decimal(text, decimals, "half_even") == int(scaled)
+    else:
+        with pytest.raises(DecimalFormatError) as caught:
+            parse_decimal(text, decimals)
+        assert caught.value.code == "too_many_decimals"
+        assert parse_decimal(text, decimals, "half_even") == int(scaled.to_integral_value(ROUND_HALF_EVEN))
 
 
 @pytest.mark.parametrize(
