@@ -136,3 +136,9 @@ def test_by_default_messages_are_grouped_over_a_few_milliseconds():
     settings = resolve(environ={})
     assert settings.positions_group_ms == 5 and settings.positions_group_max == 1_000
     assert resolve(environ={"RISK_POSITIONS_GROUP_MS": "0"}).positions_group_ms == 0  # one at a time
+
+
+def test_the_worker_refuses_a_group_setting_out_of_range_with_a_message_not_a_traceback(monkeypatch):
+    monkeypatch.setenv("RISK_POSITIONS_GROUP_MAX", "0")
+    with pytest.raises(SystemExit, match="error: RISK_POSITIONS_GROUP_MAX=0"):
+        app_module.main_worker(["worker"])

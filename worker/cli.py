@@ -121,8 +121,8 @@ def health(probe: str) -> int:
     from .settings import SettingsError, resolve
     from .web import fetch
 
-    settings = resolve()
     try:
+        settings = resolve()
         token = settings.bearer_token()
     except SettingsError as exc:
         raise SystemExit(f"error: {exc}") from None
