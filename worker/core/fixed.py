@@ -137,5 +137,5 @@ def format_units(units: int, decimals: int) -> str:
         return digits
     n = len(digits)
     if n <= decimals:
-        return "0." + "0" * (decimals - n) + digits
-    return digits[:n - decimals] + "." + digits[n - decimals:]
+        return f"0.{'0' * (decimals - n)}{digits}"
+    return f"{digits[:n - decimals]}.{digits[n - decimals:]}"  # (compiled: one build, no intermediate string)

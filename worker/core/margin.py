@@ -35,13 +35,19 @@ class Leg:
 class MarginState:
     equity_units: int  # EQ = C + Σ U_i
     maintenance_units: int  # MM = Σ MM_i
-    leg_maintenance_units: tuple[int, ...]  # MM_i, in the order of the legs given
+    legs: tuple[Leg, ...] | list[Leg]  # the legs it was computed over (for ``leg_maintenance_units``)
 
     # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
-    def __init__(self, equity_units: int, maintenance_units: int, leg_maintenance_units: tuple[int, ...]) -> None:
+    def __init__(self, equity_units: int, maintenance_units: int, legs: tuple[Leg, ...] | list[Leg]) -> None:
         object.__setattr__(self, "equity_units", equity_units)
         object.__setattr__(self, "maintenance_units", maintenance_units)
-        object.__setattr__(self, "leg_maintenance_units", leg_maintenance_units)
+        object.__setattr__(self, "legs", legs)
+
+    @property
+    def leg_maintenance_units(self) -> tuple[int, ...]:
+        """MM_i, in the order of the legs: computed when asked (a liquidation's plan orders its
+        closes by it), not with every evaluation's state."""
+        return tuple([leg_maintenance(leg) for leg in self.legs])
 
     def liquidatable(self) -> bool:
         # liquidatable iff MM > 0 and EQ < MM (strict)   (SPEC §3)
@@ -82,16 +88,18 @@ def maintenance(sym: SymbolParams, notional_units: int) -> int:
     return ceil_div(mul(notional_units, bracket.mmr_ppm), PPM) - bracket.cum_units
 
 
+def leg_maintenance(leg: Leg) -> int:
+    """MM_i of one leg at its mark: maintenance of its notional."""
+    return maintenance(leg.sym, notional(leg.sym, leg.size_lots, leg.mark_ticks))
+
+
 def margin_state(collateral_units: int, legs: tuple[Leg, ...] | list[Leg]) -> MarginState:
     equity = collateral_units
     total_mm = 0  # MM = Σ legs' MM (summed here on the compiled ints, not by ``sum`` over the list)
-    leg_mm: list[int] = []
     for leg in legs:
         equity += unrealized_pnl(leg.sym, leg.size_lots, leg.entry_ticks, leg.mark_ticks)
-        mm = maintenance(leg.sym, notional(leg.sym, leg.size_lots, leg.mark_ticks))
-        total_mm += mm
-        leg_mm.append(mm)
-    return MarginState(equity, total_mm, tuple(leg_mm))
+        total_mm += leg_maintenance(leg)
+    return MarginState(equity, total_mm, legs)
 
 
 def call_level(maintenance_units: int, call_ratio_ppm: int) -> int:
