@@ -5,7 +5,7 @@ import pytest
 
 from tests.fixtures import make_params
 from worker.core.margin import (
-    Leg, bankruptcy_price, liquidation_price, liquidation_price_ticks, maintenance, margin_state, severity_ppm, zone,
+    Leg, MarginState, bankruptcy_price, liquidation_price, liquidation_price_ticks, maintenance, margin_state, severity_ppm, zone,
 )
 
 PARAMS = make_params()  # BTC-PERP: one bracket at 0.4 %, 1 price decimal, 3 size decimals
@@ -81,3 +81,12 @@ def test_multi_position_equity_and_maintenance_add_up():
     state = margin_state(2_000 * USD, legs)
     assert (state.equity_units, state.maintenance_units) == (500 * USD, 158 * USD)
     assert state.leg_maintenance_units == (78 * USD, 80 * USD)
+
+
+def test_a_state_is_equal_by_equity_and_maintenance_whatever_legs_it_keeps():
+    # it keeps its legs only to give MM_i when a liquidation's plan asks: two states with the same
+    # EQ and MM are equal and hash alike, as when it held the MM_i themselves
+    legs = [Leg(BTC, 1_000, 200_000, 195_000)]
+    state = margin_state(2_000 * USD, legs)  # EQ = 2 000 + 1 · (19 500 − 20 000) = 1 500; MM = 0.004 · 19 500 = 78
+    same = MarginState(1_500 * USD, 78 * USD, [])
+    assert state == same and hash(state) == hash(same)

@@ -6,7 +6,7 @@ is worth ``value_num / value_den`` quote units.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from math import gcd
 
@@ -35,7 +35,9 @@ class Leg:
 class MarginState:
     equity_units: int  # EQ = C + Σ U_i
     maintenance_units: int  # MM = Σ MM_i
-    legs: tuple[Leg, ...] | list[Leg]  # the legs it was computed over (for ``leg_maintenance_units``)
+    # the legs it was computed over, for ``leg_maintenance_units`` (not compared or hashed: two states
+    # are equal by EQ and MM, as before; callers hand over legs they no longer change)
+    legs: tuple[Leg, ...] | list[Leg] = field(compare=False)
 
     # __init__ written out: compiled (mypyc), the dataclass-generated one runs interpreted, ~10x slower
     def __init__(self, equity_units: int, maintenance_units: int, legs: tuple[Leg, ...] | list[Leg]) -> None:
