@@ -142,3 +142,39 @@ def test_the_worker_refuses_a_group_setting_out_of_range_with_a_message_not_a_tr
     monkeypatch.setenv("RISK_POSITIONS_GROUP_MAX", "0")
     with pytest.raises(SystemExit, match="error: RISK_POSITIONS_GROUP_MAX=0"):
         app_module.main_worker(["worker"])
+
+
+def test_a_stop_that_cancels_the_agent_mid_publish_leaves_the_publish_for_the_last_commit_to_wait_for():
+    # Faust stops its services in reverse order: the agents are cancelled, then the consumer makes
+    # its last offset commit, whose flush (flush_with_state) first waits for the positions publish in
+    # flight. A cancellation in the middle of a group's publish must not cut it short: the group's
+    # offsets are acked (committed by that commit), so every output must still reach the producer.
+    reference, reference_producer, _ = runtime()
+    asyncio.run(in_groups(reference, messages(), 1_000))
+    expected_outputs, expected_items, expected_state = outputs_and_state(reference_producer)
+    rt, producer, _ = runtime()
+    send = producer.send
+    in_flight, release = asyncio.Event(), asyncio.Event()
+
+    async def held(*args):  # noqa: ANN002, ANN202 - the first send waits (a slow broker)
+        if not in_flight.is_set():
+            in_flight.set()
+            await release.wait()
+        return await send(*args)
+
+    producer.send = held
+
+    async def scenario() -> None:
+        agent = asyncio.ensure_future(rt.on_positions_messages(messages()))
+        await in_flight.wait()
+        agent.cancel()  # the graceful stop
+        with pytest.raises(asyncio.CancelledError):
+            await agent
+        release.set()
+        await rt.settle_positions_publish()  # the last commit's flush, first: every output handed over
+        published, items, _ = outputs_and_state(producer)
+        assert (published, items) == (expected_outputs, expected_items)
+        await rt.persist_dirty()  # then its write-back
+
+    asyncio.run(scenario())
+    assert outputs_and_state(producer) == (expected_outputs, expected_items, expected_state)

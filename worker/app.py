@@ -180,6 +180,7 @@ class Runtime:
         # request messages' ledger writes and outputs being delivered, oldest first: per message, the
         # future of its ledger's delivery and the task delivering both (``settle_fund_writes``)
         self._fund_writes: list[tuple[asyncio.Future[None], asyncio.Future[None]]] = []
+        self._positions_publish: asyncio.Future[None] | None = None  # the positions agent's publish in flight
         self._partition_of = PartitionCache(settings.partitions)  # account → positions partition
         self.mark_progress_at: float | None = None  # monotonic time the mark reader last completed a poll
         # wall-clock marks (time.time()) of the last rebalance and the takeover's cost, in /stats
@@ -494,9 +495,20 @@ class Runtime:
         for message in messages:
             events += self._apply_positions_message(message, outputs)
         if outputs or len(self.engine.dirty) >= DEFER_MAX_ACCOUNTS:  # else publish() would do nothing
-            await self.publish_retrying(outputs)
+            # A task of its own, shielded: a graceful stop cancels the agent before Faust's last
+            # offset commit, and that commit's flush waits for the task (settle_positions_publish),
+            # so the messages whose offsets it commits have all their outputs handed to the producer.
+            publish = self._positions_publish = asyncio.ensure_future(self.publish_retrying(outputs))
+            await asyncio.shield(publish)
         if self.metrics is not None:
             self.metrics.observe_inputs("positions", events, len(messages), time.perf_counter() - started)
+
+    async def settle_positions_publish(self) -> None:
+        """Wait until the positions agent's publish in flight, if any, is done: before every offset
+        commit (``flush_with_state``), whether or not the agent is still there to wait for it."""
+        publish = self._positions_publish
+        if publish is not None and not publish.done():
+            await asyncio.shield(publish)
 
     def _apply_positions_message(self, message: Any, outputs: list[Output]) -> int:
         """One message through the core, its outputs appended to ``outputs``; returns how many events
@@ -1046,8 +1058,9 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
     flush_producer = app.producer.flush
 
     async def flush_with_state() -> None:
-        """Faust flushes the producer before every offset commit: the fund agent's writes in flight
-        and the coalesced account writes first."""
+        """Faust flushes the producer before every offset commit: the positions agent's publish and
+        the fund agent's writes in flight and the coalesced account writes first."""
+        await runtime.settle_positions_publish()
         await runtime.settle_fund_writes()
         await runtime.persist_dirty()
         await flush_producer()
