@@ -1,6 +1,7 @@
 """The positions agent takes messages in groups (``RISK_POSITIONS_GROUP_MS``, Faust's take_events):
 a group must give what its messages give one at a time — the same outputs in the same order, the
-same dead letters, the same account state written — with one publish and one metrics update."""
+same dead letters, the same account state written — with one publish and one metrics update; and a
+graceful stop that cancels the agent in the middle of that publish must not cut it short."""
 from __future__ import annotations
 
 import asyncio
@@ -13,10 +14,10 @@ from prometheus_client import CollectorRegistry
 import worker.app as app_module
 from metrics import WorkerMetrics
 from tests.fixtures import EXAMPLES, FakeProducer
+from tests.test_state_writes import CHANGELOG, Table
 from worker.core.outputs import Source
 from worker.core.params import load_params
 from worker.settings import SettingsError, resolve
-from tests.test_state_writes import CHANGELOG, Table
 
 T0 = 1_700_000_000_000
 
