@@ -133,19 +133,20 @@ class WorkerMetrics:
         """Input messages handled together (a group of ``messages`` holding ``events`` events, its
         outputs handed to the producer ``seconds`` after the group began): each message's latency
         is the group's."""
-        child = self._events_of.get(topic)
-        if child is None:
-            child = self._events_of[topic] = self.events.labels(topic)
-        child.inc(events)
+        self._events_child(topic).inc(events)
         for _ in range(messages):
             self.latency.observe(seconds)
 
     def count_events(self, topic: str, value: Any) -> None:
         """An input message's events (an array counts its elements)."""
+        self._events_child(topic).inc(len(value) if isinstance(value, list) else 1)
+
+    def _events_child(self, topic: str) -> Any:
+        """The events counter of ``topic``, its labelled child looked up once and kept."""
         child = self._events_of.get(topic)
         if child is None:
             child = self._events_of[topic] = self.events.labels(topic)
-        child.inc(len(value) if isinstance(value, list) else 1)
+        return child
 
     def observe_tick_evaluations(self, count: int) -> None:
         self.tick_evaluations.observe(count)

@@ -88,7 +88,7 @@ def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
         raise DecimalFormatError("wrong_type", f"expected a decimal string, got {type(text).__name__}")
     n = len(text)
     if n > MAX_DECIMAL_CHARS:
-        raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
+        raise _not_a_decimal(text)
     negative = n > 0 and ord(text[0]) == 45  # "-"
     first = i = 1 if negative else 0
     units = 0
@@ -99,19 +99,19 @@ def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
         units = units * 10 + (c - 48)
         i += 1
     if i == first or (i - first > 1 and ord(text[first]) == 48):
-        raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
+        raise _not_a_decimal(text)
     fraction = 0  # digits after the point
     if i < n:
         if ord(text[i]) != 46:  # "."
-            raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
+            raise _not_a_decimal(text)
         i += 1
         fraction = n - i
         if fraction == 0:
-            raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
+            raise _not_a_decimal(text)
         while i < n:
             c = ord(text[i])
             if c < 48 or c > 57:
-                raise DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
+                raise _not_a_decimal(text)
             units = units * 10 + (c - 48)
             i += 1
     pad = decimals - fraction
@@ -124,6 +124,11 @@ def parse_decimal(text: object, decimals: int, rounding: str = "exact") -> int:
             "too_many_decimals", f"{text!r} has {fraction} decimals, scale allows {decimals}"
         )
     return -units if negative else units
+
+
+def _not_a_decimal(text: str) -> DecimalFormatError:
+    """The error of a string the decimal grammar refuses (its first 48 characters shown)."""
+    return DecimalFormatError("bad_decimal", f"not a decimal string: {text[:48]!r}")
 
 
 def format_units(units: int, decimals: int) -> str:
