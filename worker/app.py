@@ -31,6 +31,7 @@ from .core.fund import FundLedger
 from .core.outputs import Output, Source
 from .core.params import Params, load_params
 from .faust_compat import flush_now, patch_fetch_max_wait, patch_recovery_highwaters
+from .faust_monitor import LeanMonitor
 from .kafka_security import new_consumer
 from .rounds import BROADCAST, RoundCoordinator, RoundParticipant, item_key
 from .settings import WorkerSettings
@@ -1053,6 +1054,7 @@ def create_app(settings: WorkerSettings, params: Params | None = None) -> tuple[
         producer_max_batch_size=settings.max_batch_bytes,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
+        Monitor=LeanMonitor,  # Faust's sensor, kept to its stall check's input (worker/faust_monitor.py)
     )
     runtime = Runtime(settings, params, app)
     flush_producer = app.producer.flush
