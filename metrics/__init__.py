@@ -39,6 +39,20 @@ def _units(text: str) -> int:
     return int(text.replace(".", ""))
 
 
+def observe_many(histogram: Histogram, amount: float, count: int) -> None:
+    """``count`` observations of the same ``amount``, as ``count`` calls of ``histogram.observe``
+    leave it (the bucket's count and the count grow by ``count``, the sum by amount × count), with
+    its bucket found and incremented once: ``observe`` takes two locks a call, and a group of
+    positions messages observes each message's latency (~70 a group). prometheus_client ~=0.26's
+    own fields (pinned; tests/test_metrics_observe.py compares the two ways)."""
+    histogram._raise_if_not_observable()
+    histogram._sum.inc(amount * count)
+    for i, bound in enumerate(histogram._upper_bounds):
+        if amount <= bound:
+            histogram._buckets[i].inc(count)
+            break
+
+
 class WorkerMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -134,8 +148,7 @@ class WorkerMetrics:
         outputs handed to the producer ``seconds`` after the group began): each message's latency
         is the group's."""
         self._events_child(topic).inc(events)
-        for _ in range(messages):
-            self.latency.observe(seconds)
+        observe_many(self.latency, seconds, messages)
 
     def count_events(self, topic: str, value: Any) -> None:
         """An input message's events (an array counts its elements)."""

@@ -399,3 +399,16 @@ def test_the_metrics_read_the_kept_pending_and_margin_call_counts():
     [liquidation] = driver.liquidations()
     driver.positions(position("acct", "BTC-PERP", "0", "0", 3, T + 4, liquidation_id=liquidation["liquidation_id"]))
     assert gauges() == (0, 0) == driver.engine.recount_scopes()
+
+
+def test_engine_counters_are_a_counter_whose_item_assignment_is_dict_s_own():
+    # worker/core/engine.py `Counts`: Counter's Python __delitem__ would route every `+= 1` through a
+    # Python-level slot; both item names bound to dict's keep the C slot, and Counter's reading stays
+    from collections import Counter
+
+    counters = Engine(make_params()).counters
+    assert isinstance(counters, Counter) and counters["never counted"] == 0 and "never counted" not in counters
+    counters["position_events"] += 2
+    counters["position_events"] += 1
+    assert counters == Counter(position_events=3) and counters.most_common(1) == [("position_events", 3)]
+    assert type(counters).__setitem__ is dict.__setitem__ and type(counters).__delitem__ is dict.__delitem__
