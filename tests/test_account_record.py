@@ -2,6 +2,7 @@
 emitted counts), and what is written now round-trips. Core only (no faust: tests/test_store.py
 recovers through the table store)."""
 import orjson
+import pytest
 
 from tests.fixtures import Driver, lid, make_params, position
 from worker.core.engine import RECORD_FORMAT, AccountState, Engine, Pending, PositionState
@@ -127,3 +128,33 @@ def test_a_record_with_a_zero_lot_position_loads_without_moving_the_open_interes
     record = orjson.loads(b'[3,"carol",4,1000000000,[["BTC-PERP",0,200000],["ETH-PERP",200,150000]]]')
     engine = Engine(make_params(), accounts={"carol": AccountState.from_record(record)})
     assert engine.open_long == {"ETH-PERP": 200} and engine.open_short == {}
+
+
+_ALONE = {  # each field of the record's tail, alone on an account with one cross position
+    "claim": dict(claim_units=7 * USD),
+    "pending": dict(pending={"cross": Pending(lid("ann", "cross", 4, 0), T)}),
+    "emitted": dict(emitted={"cross": [3, 1]}),
+    "in_call": dict(in_call={"cross"}),
+    "rounds": dict(rounds={"r1": ["5000000", "5000000"]}),
+}
+
+
+@pytest.mark.parametrize("field", [None, *_ALONE], ids=lambda f: (
+    "an account with nothing in the tail stops after its positions" if f is None
+    else f"an account whose only tail field is {f} writes the tail up to it and reads it back"))
+def test_the_record_s_tail_is_written_exactly_when_a_field_of_it_holds_something(field):
+    account = AccountState("ann", seq=4, collateral_units=100 * USD,
+                           positions={"BTC-PERP": PositionState(1000, 200_000)}, **(_ALONE.get(field) or {}))
+    record = account.to_record()
+    assert record[:5] == [RECORD_FORMAT, "ann", 4, 100 * USD, [["BTC-PERP", 1000, 200_000]]]
+    # the tail: claim, pending, emitted, in_call, rounds; trailing empty ones (and a lone "0" claim) left out
+    tail = record[5:]
+    if field is None:
+        assert tail == []
+    else:
+        position = list(_ALONE).index(field)  # claim 0, pending 1, emitted 2, in_call 3, rounds 4
+        assert len(tail) == position + 1
+        assert tail[0] == ("7000000" if field == "claim" else "0")
+        assert all(not part for part in tail[1:-1]) and (field == "claim" or tail[-1])
+    again = AccountState.from_record(orjson.loads(orjson.dumps(record)))
+    assert again.to_record() == record

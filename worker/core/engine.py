@@ -449,6 +449,9 @@ class AccountState:
                 positions.append([symbol, p.size_lots, p.entry_ticks, p.isolated, p.isolated_margin_units])
             else:
                 positions.append([symbol, p.size_lots, p.entry_ticks])
+        if (self.claim_units == 0 and self._pending is None and not self._emitted and not self._in_call
+                and not self._rounds):  # (most accounts: the tail below, built and popped, was half the call)
+            return [RECORD_FORMAT, self.account_id, self.seq, self.collateral_units, positions]
         record: list[Any] = [RECORD_FORMAT, self.account_id, self.seq, self.collateral_units, positions,
                              str(self.claim_units),
                              [p.to_entry() for p in self.pendings()],
