@@ -21,8 +21,7 @@ import msgspec
 
 from topics.codec import MAX_MESSAGE_BYTES, DecodeError, decode
 
-from .core.inputs import (MAX_ACCOUNT_ID_CHARS, MISSING, BadInput, BalanceUpdate, PositionUpdate, balance_update,
-                          position_update)
+from .core.inputs import MAX_ACCOUNT_ID_CHARS, BalanceUpdate, PositionUpdate, typed_updates
 from .core.params import Params
 
 Update = Union[PositionUpdate, BalanceUpdate]
@@ -65,27 +64,9 @@ class _PositionsLine(msgspec.Struct, tag_field="topic", tag="positions"):
     key: Union[str, None] = None
 
 
+_UNSET_FIELD = msgspec.UNSET  # an absent isolated margin, as the decoder leaves it
 _decode_value = msgspec.json.Decoder(_Value).decode
 _decode_line = msgspec.json.Decoder(_PositionsLine).decode
-
-
-def _update(event: _Event, params: Params) -> Update:
-    if isinstance(event, _Position):  # (the checks and the update: one compiled call each)
-        return position_update(params, event.account_id, event.symbol, event.size, event.entry_price,
-                               event.margin_mode,
-                               MISSING if event.isolated_margin is msgspec.UNSET else event.isolated_margin,
-                               event.seq, event.ts, event.liquidation_id)
-    return balance_update(params, event.account_id, event.asset, event.collateral, event.seq, event.ts,
-                          event.liquidation_id)
-
-
-def _updates(value: _Value, params: Params) -> Indexed | None:
-    try:
-        if isinstance(value, list):
-            return [(index, _update(event, params)) for index, event in enumerate(value)]
-        return [(None, _update(value, params))]
-    except BadInput:
-        return None
 
 
 def _takes(raw: bytes | None) -> bool:
@@ -102,7 +83,7 @@ def position_updates(raw: bytes | None, params: Params) -> Indexed | None:
         value = _decode_value(raw)  # type: ignore[arg-type]  # _takes: not None
     except ValueError:  # msgspec.DecodeError (ValidationError is one), UnicodeDecodeError inside a string
         return None
-    return _updates(value, params)
+    return typed_updates(params, value, _Position, _UNSET_FIELD)  # (checks and updates: one compiled call)
 
 
 def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Indexed] | None:
@@ -113,7 +94,7 @@ def replay_position_line(line: bytes, params: Params) -> tuple[str | None, Index
         record = _decode_line(line)
     except ValueError:  # as in position_updates
         return None
-    updates = _updates(record.value, params)
+    updates = typed_updates(params, record.value, _Position, _UNSET_FIELD)
     return None if updates is None else (record.key, updates)
 
 

@@ -6,7 +6,7 @@ adapter. Every refusal raises ``BadInput`` with a stable error code for dead let
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from .fixed import DecimalFormatError, iabs, parse_decimal
 from .margin import value_ceil
@@ -225,6 +225,31 @@ def balance_update(params: Params, account_id: str, asset: str, collateral: obje
                    liquidation_id: str | None) -> BalanceUpdate:
     """``position_update`` for a balance event."""
     return BalanceUpdate(account_id, balance_terms(params, asset, collateral), seq, ts, liquidation_id)
+
+
+def typed_updates(params: Params, value: object, position_type: object,
+                  unset: object) -> list[tuple[int | None, PositionUpdate | BalanceUpdate]] | None:
+    """The updates of a message a typed decoder took (worker/typed_input.py): an event, or a list of
+    them, whose fields are attributes; an event of ``position_type`` is a position, any other a
+    balance; ``unset`` is the decoder's value of an absent isolated margin. None when the core's
+    checks refuse one of them (the validating way then decides, and dead-letters it). In the core
+    (compiled): a worker's single-event message paid two interpreted calls for this."""
+    try:
+        if isinstance(value, list):
+            return [(index, _typed_update(params, event, position_type, unset)) for index, event in enumerate(value)]
+        return [(None, _typed_update(params, value, position_type, unset))]
+    except BadInput:
+        return None
+
+
+def _typed_update(params: Params, event: Any, position_type: object, unset: object) -> PositionUpdate | BalanceUpdate:
+    if type(event) is position_type:
+        isolated_margin = event.isolated_margin
+        return position_update(params, event.account_id, event.symbol, event.size, event.entry_price,
+                               event.margin_mode, MISSING if isolated_margin is unset else isolated_margin,
+                               event.seq, event.ts, event.liquidation_id)
+    return balance_update(params, event.account_id, event.asset, event.collateral, event.seq, event.ts,
+                          event.liquidation_id)
 
 
 def balance_terms(params: Params, asset: str, collateral: object) -> int:
