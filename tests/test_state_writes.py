@@ -222,3 +222,17 @@ def test_the_partition_cache_keeps_what_it_computes_but_holds_keeps_only_its_own
     assert [cache[a] for a in theirs] == [expected[a] for a in theirs]  # a lookup computes and keeps
     assert dict(cache) == expected
     assert [cache.holds(a, 1) for a in accounts] == [expected[a] == 1 for a in accounts]  # from the cache now
+
+
+def test_a_partition_s_acceptor_answers_as_holds_and_keeps_the_same_accounts():
+    accounts = [f"a{i:06d}" for i in range(40)]
+    expected = {a: app_module.partition_for(a.encode(), 4) for a in accounts}
+    by_holds, by_acceptor = app_module.PartitionCache(4), app_module.PartitionCache(4)
+    accept = by_acceptor.acceptor(2)
+    assert by_acceptor.acceptor(2) is accept  # made once per partition
+    for _ in range(2):  # computed, then (its own partition's) from the cache
+        assert [accept(a) for a in accounts] == [by_holds.holds(a, 2) for a in accounts] == \
+            [expected[a] == 2 for a in accounts]
+        assert dict(by_acceptor) == dict(by_holds) == {a: 2 for a in accounts if expected[a] == 2}
+    by_acceptor["x"] = 3  # an account known in another partition (a lookup kept it) is not this one's
+    assert not accept("x") and by_acceptor.acceptor(3)("x")
