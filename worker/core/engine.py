@@ -79,6 +79,7 @@ class PositionState:
 # methods the type keeps dict's C slot. (Nothing deletes a counter; reading a missing one is 0.)
 Counts: Any = type("Counts", (Counter,), {"__setitem__": dict.__setitem__, "__delitem__": dict.__delitem__})
 
+
 @dataclass(slots=True, init=False)
 class Pending:
     """A pending liquidation as callers see it (``AccountState.pending``, the constructor's
