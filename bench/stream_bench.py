@@ -10,7 +10,8 @@ Usage: python bench/stream_bench.py [--quick] [--only cascade] [--workers 1,2] [
                                    [--baseline-root DIR] [--py-spy DIR]
   --only cascade     parts 3 and 4 only (latency and cascade); --only throughput: parts 1 and 2;
   --workers 1,2      run parts 3 and 4 with each of these worker counts;
-  --repeat N         run parts 3 and 4 N times (alternating with the baseline) and print the medians;
+  --repeat N         run each part N times (alternating with the baseline; parts 1 and 2 in both orders)
+                     and print the medians;
   --baseline-root    also run parts 1–4 with the workers started from another checkout (e.g.
                      `git archive <commit> | tar -x -C DIR`), just before this tree's, same broker;
   --py-spy DIR       record this tree's first worker with py-spy during the cascade and each throughput phase.
@@ -254,7 +255,9 @@ async def throughput(broker: EmbeddedBroker, log_dir: Path, accounts: int, singl
     await produce(bootstrap, f"{name}2-positions", setup_messages + batch_messages)
     seconds, cpu = await worker_seconds(bootstrap, f"{name}2-", log_dir, len(setup_messages), len(batch_messages),
                                         py_spy and py_spy / f"batched-{name}.txt")
-    results["worker_batched_eps"], results["worker_batched_cpu_eps"] = batch_events / seconds, batch_events / cpu
+    # (--quick's batched phase can take less than the one clock tick /proc counts CPU in)
+    results["worker_batched_eps"], results["worker_batched_cpu_eps"] = \
+        batch_events / seconds, batch_events / max(cpu, 1 / os.sysconf("SC_CLK_TCK"))
     seconds, events = await raw_consume_decode(bootstrap, f"{name}2-positions",
                                                len(setup_messages) + len(batch_messages))
     results["raw_decode_eps"] = events / seconds
@@ -444,6 +447,17 @@ def print_latency_and_cascade(label: str, lc: dict, cascade_accounts: int) -> No
             f"{name} {span[0]:.0f}–{span[1]:.0f}" for name, span in phases.items() if span), flush=True)
 
 
+def print_throughput(label: str, tp: dict) -> None:
+    print(f"{label}single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
+          f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
+          f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}   per CPU-second: worker "
+          f"{tp['worker_single_cpu_eps']:,.0f}, bare {tp['bare_faust_cpu_mps']:,.0f}, ratio "
+          f"{tp['worker_single_cpu_eps'] / tp['bare_faust_cpu_mps']:.0%}", flush=True)
+    print(f"{label}batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
+          f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s   "
+          f"worker per CPU-second {tp['worker_batched_cpu_eps']:,.0f}", flush=True)
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -452,8 +466,9 @@ async def main() -> int:
     parser.add_argument("--workers", default="1", help="worker counts for latency and cascade, e.g. 1,2")
     parser.add_argument("--baseline-root", type=Path, help="a checkout to run latency and cascade with too")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="run latency and cascade this many times per worker count (alternating with the "
-                             "baseline), then print the medians: one cascade varies by ±20 %% from run to run here")
+                        help="run each part this many times (alternating with the baseline; throughput: the two "
+                             "trees' order too), then print the medians: one cascade varies by ±20 %%, one "
+                             "single-event share by ±3-5 points from run to run here")
     parser.add_argument("--py-spy", type=Path, help="record this tree's first worker with py-spy here: during the cascade, and "
                              "over each throughput phase (the recorded rates are then lower)")
     args = parser.parse_args()
@@ -471,23 +486,31 @@ async def main() -> int:
     with EmbeddedBroker(log_dir=str(log_dir)) as broker:
         if args.only in ("all", "throughput"):
             runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
-            for name, root in runs:
-                label = f"[{name}] " if len(runs) > 1 else ""
-                saved_root = harness.ROOT
-                harness.ROOT = root or saved_root  # the workers' checkout (the bare agent is this tree's)
-                try:
-                    tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"], sizes["batch_events"],
-                                          "tpb" if root else "tp", None if root else args.py_spy)
-                finally:
-                    harness.ROOT = saved_root
-                print(f"{label}single-event messages : worker {tp['worker_single_eps']:>9,.0f} events/s   "
-                      f"bare Faust agent {tp['bare_faust_mps']:>9,.0f} msg/s   "
-                      f"ratio {tp['worker_single_eps'] / tp['bare_faust_mps']:.0%}   per CPU-second: worker "
-                      f"{tp['worker_single_cpu_eps']:,.0f}, bare {tp['bare_faust_cpu_mps']:,.0f}, ratio "
-                      f"{tp['worker_single_cpu_eps'] / tp['bare_faust_cpu_mps']:.0%}", flush=True)
-                print(f"{label}batched (500/message) : worker {tp['worker_batched_eps']:>9,.0f} events/s   "
-                      f"raw aiokafka+orjson {tp['raw_decode_eps']:>9,.0f} events/s   "
-                      f"worker per CPU-second {tp['worker_batched_cpu_eps']:,.0f}", flush=True)
+            shares: dict[str, list[tuple[float, float]]] = {}
+            for repeat in range(args.repeat):
+                # the trees' order alternates: a run's position moved its share by several points
+                for name, root in runs if repeat % 2 == 0 else runs[::-1]:
+                    label = f"[{name}] " if len(runs) > 1 else ""
+                    label = f"[{name}, run {repeat + 1}] " if args.repeat > 1 else label
+                    saved_root = harness.ROOT
+                    harness.ROOT = root or saved_root  # the workers' checkout (the bare agent is this tree's)
+                    try:
+                        tp = await throughput(broker, log_dir, sizes["accounts"], sizes["singles"],
+                                              sizes["batch_events"],
+                                              ("tpb" if root else "tp") + (f"{repeat}x" if repeat else ""),
+                                              None if root or repeat else args.py_spy)
+                    finally:
+                        harness.ROOT = saved_root
+                    print_throughput(label, tp)
+                    shares.setdefault(name, []).append(
+                        (tp["worker_single_eps"] / tp["bare_faust_mps"],
+                         tp["worker_single_cpu_eps"] / tp["bare_faust_cpu_mps"]))
+            if args.repeat > 1:
+                for name, found in shares.items():
+                    print(f"[{name}] median of {len(found)}: single-event share of bare Faust "
+                          f"{statistics.median(s for s, _ in found):.0%} ({min(s for s, _ in found):.0%}–"
+                          f"{max(s for s, _ in found):.0%}), per CPU-second "
+                          f"{statistics.median(c for _, c in found):.0%}", flush=True)
         for workers in worker_counts if args.only != "throughput" else ():
             runs = ([("baseline", args.baseline_root)] if args.baseline_root else []) + [("this tree", None)]
             found: dict[str, list[dict]] = {}
