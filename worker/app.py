@@ -30,6 +30,7 @@ from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
 from .core.params import Params, load_params
+from .core.sharing import snapshot_total
 from .faust_compat import flush_now, patch_fetch_max_wait, patch_recovery_highwaters
 from .faust_monitor import LeanMonitor
 from .kafka_security import new_consumer
@@ -760,8 +761,10 @@ class Runtime:
     # A partition's snapshot for a round lives in the `round-snapshots` table, in the changelog
     # partition of that positions partition: chunks "<round>|<p>|<i>", then the commit "<round>|<p>"
     # = {total, count, chunks}; a snapshot without its commit is incomplete and taken again.
-    def partition_of(self, account_id: str) -> int:
-        return self._partition_of[account_id]
+    @property
+    def partition_of(self) -> PartitionCache:
+        """account → its positions partition (computed on a first lookup, then kept)."""
+        return self._partition_of
 
     def snapshot_commit(self, round_id: str, partition: int) -> dict[str, Any] | None:
         return self.snapshots_table.data.get(f"{round_id}|{partition}")
@@ -785,7 +788,7 @@ class Runtime:
         chunks = [rows[i:i + size] for i in range(0, len(rows), size)]
         for index, chunk in enumerate(chunks):
             await self._table_write(self.snapshots_table, f"{round_id}|{partition}|{index}", chunk, partition)
-        total = sum(int(row[-1]) for row in rows)  # Σ w, or Σ c
+        total = snapshot_total(rows)  # Σ w, or Σ c
         await self._table_write(self.snapshots_table, f"{round_id}|{partition}",
                                 {"kind": kind, "total": str(total), "count": len(rows), "chunks": len(chunks)},
                                 partition)

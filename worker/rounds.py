@@ -32,9 +32,9 @@ from typing import Any
 from .core.fund import FundLedger
 from .core.outputs import Output
 from .core.params import Params
-from .core.sharing import (DeficitBook, SharingError, Winner, claimants, forget_round, haircut_round_event,
-                           haircut_round_id, pay_haircuts, pay_repayments, repayment_budget, repayment_round_event,
-                           repayment_round_id, round_fund_entry, rounds_due, shared_amount, winners)
+from .core.sharing import (DeficitBook, SharingError, Winner, forget_round, haircut_round_event, haircut_round_id,
+                           pay_haircuts, pay_repayments, repayment_budget, repayment_round_event, repayment_round_id,
+                           round_fund_entry, rounds_due, shared_amount, snapshot_rows_by_partition)
 
 log = logging.getLogger("worker")
 BROADCAST = "loss-rounds"
@@ -239,18 +239,12 @@ def item_key(item: dict[str, Any]) -> str:
 
 # ------------------------------------------------------------ participants
 def partition_snapshot(params: Params, accounts: dict[str, Any], message: dict[str, Any],
-                       partition_of: Any) -> dict[int, list[list[Any]]]:
+                       partition_of: dict[str, int]) -> dict[int, list[list[Any]]]:
     """What each partition's owner snapshots when it reads an announcement: per partition, the
-    winners [account, scope, w] (haircut) or claimants [account, c] (repayment), ascending."""
-    found: dict[int, list[list[Any]]] = {}
-    if message["kind"] == "haircut":
-        rows: list[Any] = winners(params, accounts, message["symbol"], message["loss_side"], message["mark"])
-        for account_id, scope, weight in rows:
-            found.setdefault(partition_of(account_id), []).append([account_id, scope, str(weight)])
-    else:
-        for account_id, claim in claimants(accounts):
-            found.setdefault(partition_of(account_id), []).append([account_id, str(claim)])
-    return found
+    winners [account, scope, w] (haircut) or claimants [account, c] (repayment), ascending
+    (``partition_of``: account → positions partition, Runtime.partition_of)."""
+    return snapshot_rows_by_partition(params, accounts, message["kind"], message.get("symbol"),
+                                      message.get("loss_side"), message.get("mark"), partition_of)
 
 
 def pay_partition(params: Params, accounts: dict[str, Any], message: dict[str, Any], rows: list[list[Any]],
