@@ -301,3 +301,21 @@ def test_loss_sharing_invariants_over_random_crashes(data):
         a: acct.claim_units for a, acct in d.engine.accounts.items() if acct.claim_units}
     assert all(c >= 0 for c in claims.values()) and d.engine.claims_units == sum(claims.values())
     assert d.engine.fund.balance_units == fund
+
+
+def test_a_round_s_snapshot_rows_group_winners_and_claimants_by_partition_in_ascending_order():
+    # the book's winners at 18 900 (its docstring): bob w = 1 100, carol 300, dan (isolated) 30 USD;
+    # a hand-made partition map puts bob and dan in 1, carol in 0, everyone else in 2
+    from worker.core.sharing import snapshot_rows_by_partition, snapshot_total
+
+    d = book()
+    accounts, params = d.engine.accounts, d.engine.params
+    partition_of = {a: {"bob": 1, "dan": 1, "carol": 0}.get(a, 2) for a in accounts}
+    rows = snapshot_rows_by_partition(params, accounts, "haircut", "BTC-PERP", "long", 189_000, partition_of)
+    assert rows == {0: [["carol", "cross", "300000000"]],
+                    1: [["bob", "cross", "1100000000"], ["dan", "BTC-PERP", "30000000"]]}
+    assert snapshot_total(rows[1]) == units("1130.000000") and snapshot_total(rows[0]) == units("300.000000")
+    # claimants: accounts with a claim, [account, c]; none of partition 0 holds one
+    accounts["dan"].claim_units, accounts["gina"].claim_units, accounts["bob"].claim_units = 7, 5, 0
+    claims = snapshot_rows_by_partition(params, accounts, "repay", None, None, None, partition_of)
+    assert claims == {1: [["dan", "7"]], 2: [["gina", "5"]]} and snapshot_total(claims[1] + claims[2]) == 12
