@@ -331,22 +331,20 @@ def snapshot_rows_by_partition(params: Params, accounts: dict[str, Any], kind: s
     partition's ascending: the winners [account, scope, w] of a haircut round (``winners``), or the
     claimants [account, c] of a repayment round (``claimants``); amounts as decimal strings, as the
     snapshot's changelog records hold them. (Compiled: a round's 100 000 rows were an interpreted loop.)"""
-    found: dict[int, list[list[Any]]] = {}
+    everyone: list[list[Any]]
     if kind == "haircut":
         assert symbol is not None and loss_side is not None and mark_ticks is not None
-        for account_id, scope, weight in winners(params, accounts, symbol, loss_side, mark_ticks):
-            partition = partition_of[account_id]
-            rows = found.get(partition)
-            if rows is None:
-                rows = found[partition] = []
-            rows.append([account_id, scope, str(weight)])
+        everyone = [[account_id, scope, str(weight)]
+                    for account_id, scope, weight in winners(params, accounts, symbol, loss_side, mark_ticks)]
     else:
-        for account_id, claim in claimants(accounts):
-            partition = partition_of[account_id]
-            rows = found.get(partition)
-            if rows is None:
-                rows = found[partition] = []
-            rows.append([account_id, str(claim)])
+        everyone = [[account_id, str(claim)] for account_id, claim in claimants(accounts)]
+    found: dict[int, list[list[Any]]] = {}
+    for row in everyone:
+        partition = partition_of[row[0]]
+        rows = found.get(partition)
+        if rows is None:
+            rows = found[partition] = []
+        rows.append(row)
     return found
 
 
