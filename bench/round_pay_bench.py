@@ -2,7 +2,7 @@
 
 One partition owner's work when the `allocate` broadcast arrives (worker/rounds.py): for each chunk
 of ``PAY_CHUNK`` winners of its snapshot, ``pay_partition`` (the core's haircuts and events) and
-``Runtime.publish_now`` (the accounts named written as changelog records, then the events encoded and
+``Runtime.publish_round_chunk`` (the accounts named written as changelog records, then the events
 sent), through aiokafka's own record-batch builder (each batch built, checksum and all) and a
 stand-in producer that completes every send at once. The same scenario as bench/rounds_bench.py:
 N winning BTC shorts (1 BTC @ 20 000) in a haircut round at 15 000. What it leaves out is what the
@@ -69,6 +69,9 @@ def main() -> None:
         message.update(total=str(total), amount=str(shared_amount(total // 3, total)))  # a third of W shared
         tune_collector()
 
+        # (a baseline from before publish_round_chunk: its pay_partition's Outputs, its publish_now)
+        publish = getattr(runtime, "publish_round_chunk", None) or runtime.publish_now
+
         async def pay() -> None:
             chunk = RoundParticipant.PAY_CHUNK
             for p in sorted(snapshot):
@@ -76,7 +79,7 @@ def main() -> None:
                 for start in range(0, len(rows), chunk):
                     events, _, _ = pay_partition(params, engine.accounts, message, rows[start:start + chunk],
                                                  engine.dirty)
-                    await runtime.publish_now(events)
+                    await publish(events)
 
         per_winner.append(1e6 * measured_seconds(pay()) / args.accounts)
     print(f"code from {args.root}; {args.accounts:,} winners, {producer.records:,} records, "

@@ -19,7 +19,8 @@ and, in process, the replay core's time for the same rounds (`run_rounds_locally
 Usage: python bench/rounds_bench.py [--quick] [--accounts N] [--rounds R] [--workers 1,2]
                                     [--py-spy DIR]   (record the 1-worker run with py-spy)
 Each round also prints the workers' CPU from the round's tick to its summary read back;
-BENCH_PERF=FILE records a flat `perf record` of the first worker during round 0.
+BENCH_PERF=FILE records a flat `perf record` of the first worker during round 0;
+BENCH_PY_SPY_ROUND=PREFIX a raw py-spy record of it during each round (PREFIX.<round>).
 """
 from __future__ import annotations
 
@@ -428,9 +429,12 @@ async def run_config(broker: EmbeddedBroker, params_path: Path, log_dir: Path, w
                 await asyncio.sleep(0.2)  # ETH ticks are flowing
                 perf = None
                 if os.environ.get("BENCH_PERF") and r == 0:  # a flat perf profile of the first worker, round 0
-                    perf = subprocess.Popen(["perf", "record", "-F", "1000", "-p", str(group.procs[0].pid), "-o",
+                    perf = subprocess.Popen(["perf", "record", *os.environ.get("BENCH_PERF_ARGS", "").split(), "-F", "1000", "-p", str(group.procs[0].pid), "-o",
                                              os.environ["BENCH_PERF"]], stdout=subprocess.DEVNULL,
                                             stderr=subprocess.DEVNULL)
+                    await asyncio.sleep(0.5)
+                if os.environ.get("BENCH_PY_SPY_ROUND"):  # py-spy (raw) of the first worker, round by round
+                    perf = py_spy_record(group.procs[0].pid, Path(f"{os.environ['BENCH_PY_SPY_ROUND']}.{r}"), 500)
                     await asyncio.sleep(0.5)
                 cpu_before = cpu_seconds([proc.pid for proc in group.procs])
                 tick_at = time.time()

@@ -172,7 +172,7 @@ def paying_participant(monkeypatch, chunks: int, fail: set[int] = frozenset()): 
         params=None, engine=types.SimpleNamespace(accounts={}, dirty=set()), owned={0}, assigned=True,
         publish_lock=asyncio.Lock(), snapshot_commit=lambda round_id, p: {"chunks": 1},
         snapshot_rows=lambda round_id, p, commit: [[i, "cross", "1"] for i in range(chunks)],
-        publish_now=publish_now, send_reports=send_reports, counters={})
+        publish_round_chunk=publish_now, send_reports=send_reports, counters={})
     participant = rounds_module.RoundParticipant(runtime)
     participant.PAY_CHUNK = 1
     participant.messages = {"r": {"round_id": "r", "phase": "allocate", "kind": "haircut"}}

@@ -5,6 +5,7 @@ one as table tests. Units: USD at 6 decimals (1 USD = 1 000 000 units).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import pytest
@@ -319,3 +320,148 @@ def test_a_round_s_snapshot_rows_group_winners_and_claimants_by_partition_in_asc
     accounts["dan"].claim_units, accounts["gina"].claim_units, accounts["bob"].claim_units = 7, 5, 0
     claims = snapshot_rows_by_partition(params, accounts, "repay", None, None, None, partition_of)
     assert claims == {1: [["dan", "7"]], 2: [["gina", "5"]]} and snapshot_total(claims[1] + claims[2]) == 12
+
+
+# ------------------------------------------------ haircut events rendered without their dicts
+# The streaming pay renders each haircut's JSON text directly (sharing.pay_haircuts_rendered): it must
+# be, byte for byte, what encoding the event gives (topics.codec.encode, the wire's encoder), and
+# keep the dict wherever JSON would escape a string.
+PLAIN = st.characters(min_codepoint=0x20, max_codepoint=0x7E, blacklist_characters='"\\')
+
+
+@functools.lru_cache(maxsize=1)
+def sharing_params():  # noqa: ANN201
+    return book().engine.params
+
+
+@pytest.mark.parametrize("account_id, scope, rendered", [
+    ("alice", "cross", True),
+    ("carol-42_x.y:z/w", "BTC-PERP", True),
+    ('quo"te', "cross", False),
+    ("back\\slash", "cross", False),
+    ("tab\there", "cross", False),
+    ("del\x7f", "cross", False),
+    ("café", "cross", False),
+    ("alice", 'BTC"PERP', False),
+], ids=["a plain id is rendered", "every printable ASCII sign but the two is copied as it is",
+        "a quote in the id keeps the dict", "a backslash keeps the dict", "a control character keeps the dict",
+        "DEL keeps the dict", "non-ASCII keeps the dict", "a quote in the scope keeps the dict"])
+def test_a_haircut_is_rendered_as_its_encoding_or_left_to_the_encoder(account_id, scope, rendered):
+    from topics.codec import encode
+    from worker.core.sharing import haircut_event, haircut_text
+
+    params = sharing_params()
+    # w = 1 100 USD, h = 33.333333, claim after 40.000001 (any amounts: they are formatted as the event's)
+    fields = dict(round_id=sha32("haircut|BTC-PERP|long|0"), ts=T, account_id=account_id, scope=scope,
+                  symbol="BTC-PERP", side="short", weight_units=1_100_000_000, amount_units=33_333_333,
+                  claim_after_units=40_000_001)
+    text = haircut_text(params, **fields)
+    assert (text is not None) == rendered
+    if rendered:
+        assert text.encode() == encode(haircut_event(params, **fields))
+
+
+def test_every_character_is_rendered_as_json_writes_it_or_left_to_the_encoder():
+    # each character of ASCII and beyond (surrogates aside: no UTF-8) in an account id, a scope and a
+    # symbol: rendered exactly when it is printable ASCII other than '"' and '\\' (0x20–0x7E less
+    # 0x22, 0x5C), and then byte for byte the encoding
+    from topics.codec import encode
+    from worker.core.sharing import haircut_event, haircut_text
+
+    params = sharing_params()
+    for code in [*range(0x300), 0x2028, 0xFFFF, 0x10FFFF]:
+        char = chr(code)
+        for place in ("account_id", "scope", "symbol"):
+            fields = dict(round_id=sha32("haircut|BTC-PERP|long|0"), ts=T, account_id="alice", scope="cross",
+                          symbol="BTC-PERP", side="short", weight_units=7, amount_units=3, claim_after_units=3)
+            fields[place] = f"a{char}b"
+            text = haircut_text(params, **fields)
+            assert (text is not None) == (0x20 <= code <= 0x7E and char not in '"\\'), (place, hex(code))
+            if text is not None:
+                assert text.encode() == encode(haircut_event(params, **fields)), (place, hex(code))
+
+
+@pytest.mark.parametrize("ts, rendered", [(-(1 << 63) - 1, False), (-(1 << 63), True), (0, True),
+                                          ((1 << 64) - 1, True), (1 << 64, False)],
+                         ids=["below a signed 64-bit integer is left to the encoder", "the least signed one is rendered",
+                              "zero is rendered", "the largest unsigned one is rendered",
+                              "beyond an unsigned 64-bit integer is left to the encoder"])
+def test_a_ts_is_rendered_where_json_writes_it(ts, rendered):
+    from topics.codec import encode
+    from worker.core.sharing import haircut_event, haircut_text
+
+    params = sharing_params()
+    fields = dict(round_id=sha32("haircut|BTC-PERP|long|0"), ts=ts, account_id="alice", scope="cross",
+                  symbol="BTC-PERP", side="short", weight_units=7, amount_units=3, claim_after_units=3)
+    text = haircut_text(params, **fields)
+    assert (text is not None) == rendered
+    if rendered:
+        assert text.encode() == encode(haircut_event(params, **fields))
+
+
+# characters on both sides of the line: plain ones, the two signs and the control characters JSON
+# escapes, DEL, non-ASCII (U+2028 too: JSON, unlike JavaScript, need not escape it), any other
+EDGY = st.one_of(PLAIN, st.sampled_from('"\\\x00\n\x1f\x7f\x80é\u2028'), PLAIN, st.characters())
+JSON_INT_EDGES = [-(1 << 63) - 1, -(1 << 63), (1 << 64) - 1, 1 << 64]  # orjson: 64-bit signed or unsigned
+
+
+@given(account_id=st.text(EDGY, max_size=20), scope=st.one_of(st.just("cross"), st.text(EDGY, max_size=12)),
+       symbol=st.one_of(st.just("BTC-PERP"), st.text(EDGY, min_size=1, max_size=12)),
+       ts=st.one_of(st.integers(-(1 << 70), 1 << 70), st.sampled_from(JSON_INT_EDGES)),
+       weight=st.integers(1, 10 ** 30), data=st.data())
+@SETTINGS
+def test_a_rendered_haircut_is_byte_for_byte_its_encoding(account_id, scope, symbol, ts, weight, data):
+    from topics.codec import encode
+    from worker.core.sharing import haircut_event, haircut_text
+
+    params = sharing_params()
+    amount = data.draw(st.integers(1, weight), label="h ≤ w")
+    fields = dict(round_id=sha32(f"haircut|{symbol}|long|0"), ts=ts, account_id=account_id, scope=scope,
+                  symbol=symbol, side="short", weight_units=weight, amount_units=amount,
+                  claim_after_units=data.draw(st.integers(amount, 10 ** 30), label="claim after ≥ h"))
+    text = haircut_text(params, **fields)
+    plain = all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in account_id + scope + symbol)
+    label(f"rendered: {text is not None}")
+    if text is None:  # only where a string needs escaping, or JSON's integers end
+        assert not plain or not -(1 << 63) <= ts < 1 << 64
+    else:
+        assert text.encode() == encode(haircut_event(params, **fields))
+
+
+@given(ids=st.lists(st.one_of(st.text(PLAIN, min_size=1, max_size=10), st.text(min_size=1, max_size=10)),
+                    min_size=1, max_size=30, unique=True),
+       weights=st.lists(st.integers(1, 10 ** 12), min_size=30, max_size=30), data=st.data())
+@SETTINGS
+def test_the_rendered_pay_is_the_pay_encoded(ids, weights, data):
+    # the same snapshot paid both ways on copies of the same accounts: the same claims, memory and
+    # dirty accounts, and each event (rendered, or a dict where it could not be) encodes the same
+    from topics.codec import encode
+    from worker.core.engine import AccountState
+    from worker.core.sharing import pay_haircuts, pay_haircuts_rendered
+
+    params = sharing_params()
+    snapshot = sorted((a, "cross", w) for a, w in zip(ids, weights))
+    total = sum(w for _, _, w in snapshot)
+    shared = data.draw(st.integers(0, total), label="A ≤ W")
+    claims = {a: data.draw(st.integers(0, 10 ** 9), label="claim before") for a, _, _ in snapshot}
+
+    def accounts() -> dict:
+        fresh = {a: AccountState(a) for a in claims}
+        for a, account in fresh.items():
+            account.claim_units = claims[a]
+        return fresh
+
+    both = []
+    for pay in (pay_haircuts, pay_haircuts_rendered):
+        mine, dirty = accounts(), set()
+        events, paid = pay(params, mine, snapshot, round_id=sha32("haircut|BTC-PERP|long|0"), ts=T,
+                           symbol="BTC-PERP", loss_side="long", shared_units=shared, total_weight_units=total,
+                           dirty=dirty)
+        encoded = [(a, event.encode() if isinstance(event, str) else encode(event)) for a, event in events]
+        both.append((encoded, paid, dirty, {a: (s.claim_units, dict(s.rounds)) for a, s in mine.items()}))
+    assert both[0] == both[1]
+    rendered = [event for _, event in pay_haircuts_rendered(
+        params, accounts(), snapshot, round_id=sha32("haircut|BTC-PERP|long|0"), ts=T,
+        symbol="BTC-PERP", loss_side="long", shared_units=shared, total_weight_units=total, dirty=set())[0]]
+    assert [isinstance(e, str) for e in rendered] == [
+        all(0x20 <= ord(c) <= 0x7E and c not in '"\\' for c in a) for a, _ in both[1][0]]

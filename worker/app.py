@@ -810,13 +810,31 @@ class Runtime:
     async def flush(self) -> None:
         await flush_now(self.app.producer)
 
-    async def publish_now(self, outputs: list[Output]) -> None:
+    async def publish_round_chunk(self, events: list[tuple[str, Any]]) -> None:
         """Publish a round's chunk (the participant pays it under the publish lock and publishes it in
         a task, which a revocation waits for: ``RoundParticipant.settle``): the accounts it names
-        delivered, then the outputs delivered, in producer batches."""
-        sent = await self._publish_batched(outputs)
-        if self.metrics is not None:
-            self.metrics.observe_outputs(sent)
+        delivered, then its events, in producer batches. Each event is keyed by its account on
+        `loss-sharing` (SPEC §6): one rendered already (JSON text, ``pay_haircuts_rendered``) is sent as
+        its bytes, with no Output or encoding of its own; a dict goes through ``encode_output``."""
+        await self.persist_dirty({account_id for account_id, _ in events} or None)
+        topic = self.settings.topic("loss-sharing")
+        known = sorted(await self._topic_partitions(topic))
+        partition_of, same = self._partition_of, len(known) == self.settings.partitions
+        records: list[tuple[str, int, bytes, bytes]] = []
+        encoded: list[Output] = []  # (what the metrics count: a dict event, or its stub dead letter)
+        for account_id, event in events:
+            if type(event) is str:
+                key = account_id.encode()
+                records.append((topic, known[partition_of[account_id]] if same else partition_for(key, len(known)),
+                                key, event.encode()))
+            else:
+                encoded_event = encode_output(self.engine, Output("loss-sharing", account_id, event))
+                records += await self._output_records([encoded_event])
+                encoded.append(encoded_event[0])
+        if records:
+            await self.send_batched(records)
+        if self.metrics is not None and encoded:
+            self.metrics.observe_outputs(encoded)
 
     async def send_reports(self, items: list[dict[str, Any]]) -> None:
         await self.publish_retrying([Output("insurance-requests", self.params.asset, fund_request(items))])

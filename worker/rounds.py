@@ -33,7 +33,7 @@ from .core.fund import FundLedger
 from .core.outputs import Output
 from .core.params import Params
 from .core.sharing import (DeficitBook, SharingError, Winner, forget_round, haircut_round_event, haircut_round_id,
-                           pay_haircuts, pay_repayments, repayment_budget, repayment_round_event, repayment_round_id,
+                           pay_haircuts_rendered, pay_repayments, repayment_budget, repayment_round_event, repayment_round_id,
                            round_fund_entry, rounds_due, shared_amount, snapshot_rows_by_partition)
 
 log = logging.getLogger("worker")
@@ -248,19 +248,23 @@ def partition_snapshot(params: Params, accounts: dict[str, Any], message: dict[s
 
 
 def pay_partition(params: Params, accounts: dict[str, Any], message: dict[str, Any], rows: list[list[Any]],
-                  dirty: set[str]) -> tuple[list[Output], int, int]:
-    """Pay one partition's snapshot: (events, paid, how many events)."""
+                  dirty: set[str]) -> tuple[list[tuple[str, Any]], int, int]:
+    """Pay one partition's snapshot: ([(account, event)], paid, how many events), each event keyed by its
+    account on `loss-sharing` (SPEC §6); a haircut as its JSON text (``pay_haircuts_rendered``) unless
+    JSON would escape one of its strings, a dict otherwise (``Runtime.publish_round_chunk`` sends both)."""
     total, amount = int(message["total"]), int(message["amount"])
+    events: list[tuple[str, Any]]
     if message["kind"] == "haircut":
         snapshot: list[Winner] = [(a, scope, int(w)) for a, scope, w in rows]
-        events, paid = pay_haircuts(params, accounts, snapshot, round_id=message["round_id"], ts=message["ts"],
-                                    symbol=message["symbol"], loss_side=message["loss_side"], shared_units=amount,
-                                    total_weight_units=total, dirty=dirty)
+        events, paid = pay_haircuts_rendered(
+            params, accounts, snapshot, round_id=message["round_id"], ts=message["ts"], symbol=message["symbol"],
+            loss_side=message["loss_side"], shared_units=amount, total_weight_units=total, dirty=dirty)
     else:
-        events, paid = pay_repayments(params, accounts, [(a, int(c)) for a, c in rows],
+        repaid, paid = pay_repayments(params, accounts, [(a, int(c)) for a, c in rows],
                                       round_id=message["round_id"], ts=message["ts"], budget_units=amount,
                                       claims_total_units=total, dirty=dirty)
-    return [Output("loss-sharing", account_id, event) for account_id, event in events], paid, len(events)
+        events = list(repaid)
+    return events, paid, len(events)
 
 
 def forget_partition(accounts: dict[str, Any], round_id: str, rows: list[list[Any]], dirty: set[str]) -> None:
@@ -375,7 +379,7 @@ class RoundParticipant:
                             # claims durable first, then the events: in a task of its own, delivered
                             # while the next chunk is paid (one chunk's publication waits for another
                             # in nothing: their accounts and events are different ones)
-                            self._publishing.append(asyncio.ensure_future(rt.publish_now(events)))
+                            self._publishing.append(asyncio.ensure_future(rt.publish_round_chunk(events)))
                         paid += chunk_paid
                         count += chunk_count
                         # (a task leaves the list once done, so that a revocation's settle waits for it)

@@ -207,6 +207,56 @@ def haircut_event(params: Params, *, round_id: str, ts: int, account_id: str, sc
     }
 
 
+# A haircut event as JSON text, built without the event's dicts (``pay_haircuts_rendered``). orjson
+# (topics/codec.py ``encode``) writes a dict's keys in order with no spaces, an int in decimal and a
+# string between quotes, escaping '"', '\\' and the control characters below 0x20 and copying every
+# other character as UTF-8: so a string of printable ASCII without '"' or '\\' (``_plain``) is
+# written as itself, and the text below is what encoding ``haircut_event`` gives (tests/test_sharing.py
+# checks it against the encoder on generated strings). Anything else keeps the dict.
+_JSON_INT_MIN: Final = -(1 << 63)  # orjson's integers: 64-bit signed or unsigned
+_JSON_INT_END: Final = 1 << 64
+
+
+def _plain(text: str) -> bool:
+    """JSON writes ``text`` as itself between quotes: printable ASCII, no '"' or '\\'."""
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or code > 0x7E or code == 0x22 or code == 0x5C:
+            return False
+    return True
+
+
+def _round_strings_plain(params: Params, round_id: str, ts: int, symbol: str, side: str) -> bool:
+    """The strings every haircut event of a round shares are ``_plain`` (and its ts an integer JSON writes)."""
+    return (_JSON_INT_MIN <= ts < _JSON_INT_END and _plain(round_id) and _plain(symbol) and _plain(side)
+            and _plain(params.params_version) and _plain(params.asset))
+
+
+def _haircut_text(params_version: str, asset: str, round_id: str, ts: int, account_id: str, scope: str,
+                  symbol: str, side: str, weight: str, amount: str, claim_after: str) -> str:
+    """``haircut_event``'s JSON, its strings all ``_plain`` (its keys and constant strings in the same order)."""
+    return (f'{{"type":"haircut","schema_version":1,"haircut_id":"{haircut_id(round_id, account_id, scope)}",'
+            f'"round_id":"{round_id}","ts":{ts},"account_id":"{account_id}","scope":"{scope}",'
+            f'"symbol":"{symbol}","side":"{side}","weight":"{weight}","amount":"{amount}",'
+            f'"claim_after":"{claim_after}","params_version":"{params_version}","transfers":[{{'
+            f'"from":"account:{account_id}","to":"socialized_loss","amount":"{amount}","asset":"{asset}",'
+            f'"reason":"haircut"}}]}}')
+
+
+def haircut_text(params: Params, *, round_id: str, ts: int, account_id: str, scope: str, symbol: str,
+                 side: str, weight_units: int, amount_units: int, claim_after_units: int) -> str | None:
+    """``haircut_event`` as the JSON text encoding it gives, built without it; None when one of
+    its strings is not ``_plain`` (JSON would escape it: encode the event)."""
+    if not (_round_strings_plain(params, round_id, ts, symbol, side) and _plain(account_id) and _plain(scope)):
+        return None
+    if not 0 < amount_units <= weight_units:
+        raise SharingError(f"haircut of {amount_units} on a weight of {weight_units}")
+    q = params.quote_decimals
+    return _haircut_text(params.params_version, params.asset, round_id, ts, account_id, scope, symbol, side,
+                         format_units(weight_units, q), format_units(amount_units, q),
+                         format_units(claim_after_units, q))
+
+
 def haircut_round_event(params: Params, *, round_id: str, ts: int, symbol: str, loss_side: str, mark_seq: int,
                         mark_ticks: int, deficit_before_units: int, eligible_weight_units: int,
                         shared_units: int, paid_units: int, carried_units: int, haircuts: int) -> dict[str, Any]:
@@ -356,20 +406,20 @@ def snapshot_total(rows: list[list[Any]]) -> int:
     return total
 
 
-def pay_haircuts(params: Params, accounts: dict[str, Any], snapshot: list[Winner], *, round_id: str, ts: int,
-                 symbol: str, loss_side: str, shared_units: int, total_weight_units: int,
-                 dirty: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
-    """h = floor(A · w / W) for each winner of the snapshot; each haircut adds to its account's
-    claim. Idempotent: an account remembers [h, claim after] under the round's id until the
-    round is done, so paying again (a takeover) changes nothing and rebuilds identical events.
-    Returns ([(account_id, haircut event)], Σ h); zero haircuts are left out."""
-    side = "short" if loss_side == "long" else "long"
-    events: list[tuple[str, dict[str, Any]]] = []
+PaidHaircut = tuple[str, str, int, int, int]  # (account_id, scope, w, h, claim after)
+
+
+def _pay_haircuts(accounts: dict[str, Any], snapshot: list[Winner], round_id: str, shared_units: int,
+                  total_weight_units: int, dirty: set[str]) -> tuple[list[PaidHaircut], int]:
+    """The haircuts of ``pay_haircuts`` before their events: [(account, scope, w, h, claim after)], Σ h."""
+    paid_haircuts: list[PaidHaircut] = []
     paid = 0
     for account_id, scope, weight in snapshot:
         amount = pro_rata_floor(shared_units, weight, total_weight_units)
         if amount <= 0:
             continue
+        if amount > weight:  # h ≤ w: never more than the position's own unrealized profit
+            raise SharingError(f"haircut of {amount} on a weight of {weight}")
         account = accounts[account_id]
         done = account.rounds.get(round_id)
         if done is None:
@@ -379,11 +429,49 @@ def pay_haircuts(params: Params, accounts: dict[str, Any], snapshot: list[Winner
         elif int(done[0]) != amount:
             raise SharingError(f"{account_id} was paid {done[0]} in round {round_id}, now {amount}")
         paid += amount
-        events.append((account_id, haircut_event(
-            params, round_id=round_id, ts=ts, account_id=account_id, scope=scope, symbol=symbol, side=side,
-            weight_units=weight, amount_units=amount, claim_after_units=int(done[1]))))
+        paid_haircuts.append((account_id, scope, weight, amount, int(done[1])))
     if paid > shared_units:
         raise SharingError(f"round {round_id} paid {paid} of {shared_units}")
+    return paid_haircuts, paid
+
+
+def pay_haircuts(params: Params, accounts: dict[str, Any], snapshot: list[Winner], *, round_id: str, ts: int,
+                 symbol: str, loss_side: str, shared_units: int, total_weight_units: int,
+                 dirty: set[str]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
+    """h = floor(A · w / W) for each winner of the snapshot; each haircut adds to its account's
+    claim. Idempotent: an account remembers [h, claim after] under the round's id until the
+    round is done, so paying again (a takeover) changes nothing and rebuilds identical events.
+    Returns ([(account_id, haircut event)], Σ h); zero haircuts are left out."""
+    side = "short" if loss_side == "long" else "long"
+    paid_haircuts, paid = _pay_haircuts(accounts, snapshot, round_id, shared_units, total_weight_units, dirty)
+    return [(account_id, haircut_event(
+        params, round_id=round_id, ts=ts, account_id=account_id, scope=scope, symbol=symbol, side=side,
+        weight_units=weight, amount_units=amount, claim_after_units=claim_after))
+        for account_id, scope, weight, amount, claim_after in paid_haircuts], paid
+
+
+def pay_haircuts_rendered(params: Params, accounts: dict[str, Any], snapshot: list[Winner], *, round_id: str,
+                          ts: int, symbol: str, loss_side: str, shared_units: int, total_weight_units: int,
+                          dirty: set[str]) -> tuple[list[tuple[str, Any]], int]:
+    """``pay_haircuts`` (the same haircuts, claims and checks) with each event as the JSON text
+    ``haircut_text`` renders for it, byte for byte what encoding the event would give, without
+    building it: a streaming round's 100 000 events as dicts, their encoding and their freeing
+    were ~25 % of the worker's work in a round (docs/benchmarks.md). An event with a string
+    that JSON would escape stays a dict (``haircut_event``), for the caller to encode."""
+    side = "short" if loss_side == "long" else "long"
+    paid_haircuts, paid = _pay_haircuts(accounts, snapshot, round_id, shared_units, total_weight_units, dirty)
+    q = params.quote_decimals
+    constant = _round_strings_plain(params, round_id, ts, symbol, side)
+    events: list[tuple[str, Any]] = []
+    for account_id, scope, weight, amount, claim_after in paid_haircuts:
+        if constant and _plain(account_id) and _plain(scope):
+            events.append((account_id, _haircut_text(
+                params.params_version, params.asset, round_id, ts, account_id, scope, symbol, side,
+                format_units(weight, q), format_units(amount, q), format_units(claim_after, q))))
+        else:
+            events.append((account_id, haircut_event(
+                params, round_id=round_id, ts=ts, account_id=account_id, scope=scope, symbol=symbol, side=side,
+                weight_units=weight, amount_units=amount, claim_after_units=claim_after)))
     return events, paid
 
 
