@@ -2,8 +2,8 @@
 
 One partition owner's work when the `allocate` broadcast arrives (worker/rounds.py): for each chunk
 of ``PAY_CHUNK`` winners of its snapshot, ``pay_partition`` (the core's haircuts and events) and
-``Runtime.publish_round_chunk`` (the accounts named written as changelog records, then the events
-sent), through aiokafka's own record-batch builder (each batch built, checksum and all) and a
+``Runtime.publish_round_chunk`` (the chunk's record of the claims it paid written to the snapshots'
+changelog, then the events sent; the accounts are written at the sweep, not measured here), through aiokafka's own record-batch builder (each batch built, checksum and all) and a
 stand-in producer that completes every send at once. The same scenario as bench/rounds_bench.py:
 N winning BTC shorts (1 BTC @ 20 000) in a haircut round at 15 000. What it leaves out is what the
 worker bench adds: the broker, the network and the event loop's other tasks.
@@ -33,6 +33,10 @@ def main() -> None:
     from worker.core.outputs import Source
     from worker.core.params import parse_params
     from worker.core.sharing import haircut_round_id, shared_amount
+    try:
+        from worker.core.sharing import round_memory_rows
+    except ImportError:  # a baseline from before the pay chunks' records
+        round_memory_rows = None
     from worker.gc_tuning import tune_collector
     from worker.rounds import RoundParticipant, partition_snapshot, pay_partition
     from worker.settings import resolve
@@ -69,17 +73,24 @@ def main() -> None:
         message.update(total=str(total), amount=str(shared_amount(total // 3, total)))  # a third of W shared
         tune_collector()
 
-        # (a baseline from before publish_round_chunk: its pay_partition's Outputs, its publish_now)
-        publish = getattr(runtime, "publish_round_chunk", None) or runtime.publish_now
+        runtime.snapshots_table = Table("round-snapshots")
+        runtime.snapshots_table.data = {}  # (a memory store: a dict)
+        records = hasattr(runtime, "write_paid")  # (a baseline from before: accounts written, publish_now)
 
         async def pay() -> None:
             chunk = RoundParticipant.PAY_CHUNK
             for p in sorted(snapshot):
                 rows = snapshot[p]
                 for start in range(0, len(rows), chunk):
-                    events, _, _ = pay_partition(params, engine.accounts, message, rows[start:start + chunk],
-                                                 engine.dirty)
-                    await publish(events)
+                    if records:  # as RoundParticipant.act: the chunk's record, then its events
+                        events, _, _ = pay_partition(params, engine.accounts, message, rows[start:start + chunk],
+                                                     set())
+                        paid = round_memory_rows(engine.accounts, message["round_id"], [a for a, _ in events])
+                        await runtime.publish_round_chunk(message["round_id"], p, start // chunk, paid, events)
+                    else:
+                        events, _, _ = pay_partition(params, engine.accounts, message, rows[start:start + chunk],
+                                                     engine.dirty)
+                        await runtime.publish_now(events)
 
         per_winner.append(1e6 * measured_seconds(pay()) / args.accounts)
     print(f"code from {args.root}; {args.accounts:,} winners, {producer.records:,} records, "

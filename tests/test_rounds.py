@@ -156,11 +156,13 @@ def paying_participant(monkeypatch, chunks: int, fail: set[int] = frozenset()): 
 
     monkeypatch.setattr(rounds_module, "pay_partition",
                         lambda params, accounts, message, rows, dirty: ([("chunk", rows[0][0])], 1, 1))
+    monkeypatch.setattr(rounds_module, "round_memory_rows", lambda accounts, round_id, account_ids: [])
     gates = [asyncio.Event() for _ in range(chunks)]
     reports: list = []
 
-    async def publish_now(events):  # noqa: ANN001, ANN202
+    async def publish_now(round_id, partition, chunk, paid, events):  # noqa: ANN001, ANN202
         index = events[0][1]
+        assert chunk == index
         await gates[index].wait()
         if index in fail:
             raise ConnectionError(f"chunk {index} not delivered")

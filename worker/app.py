@@ -30,7 +30,7 @@ from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
 from .core.params import Params, load_params
-from .core.sharing import snapshot_total
+from .core.sharing import forget_rounds_except, restore_round_claims, snapshot_total
 from .faust_compat import flush_now, patch_fetch_max_wait, patch_recovery_highwaters
 from .faust_monitor import LeanMonitor
 from .kafka_security import new_consumer
@@ -697,6 +697,9 @@ class Runtime:
         topic = self.settings.topic("positions")
         owned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
         accounts, new = self._owned_accounts(owned)
+        if self.sharing:  # the claims of rounds in flight recorded with their snapshots
+            restored, cleared = self.restore_round_claims(accounts, owned)
+            self.rebalance.update(round_claims_restored=restored, round_memories_cleared=cleared)
         self.owned = owned
         self.engine.partitions = sorted(owned)
         self.engine.tick_markers = self.sharing and 0 in owned  # one worker brackets ticks for the rounds
@@ -775,11 +778,13 @@ class Runtime:
             rows.extend(self.snapshots_table.data[f"{round_id}|{partition}|{chunk}"])
         return rows
 
-    def snapshots_owned(self) -> list[tuple[str, int, dict[str, Any]]]:
+    def snapshots_owned(self, owned: set[int] | None = None) -> list[tuple[str, int, dict[str, Any]]]:
+        """(round, partition, commit) of the snapshots of the partitions owned (``owned``, else ``self.owned``)."""
+        owned = self.owned if owned is None else owned
         found = []
         for key, value in list(self.snapshots_table.data.items()):
             parts = key.split("|")
-            if len(parts) == 2 and int(parts[1]) in self.owned:
+            if len(parts) == 2 and int(parts[1]) in owned:
                 found.append((parts[0], int(parts[1]), value))
         return found
 
@@ -797,6 +802,39 @@ class Runtime:
         await self._table_write(self.snapshots_table, f"{round_id}|{partition}", None, partition)
         for chunk in range(commit["chunks"]):
             await self._table_write(self.snapshots_table, f"{round_id}|{partition}|{chunk}", None, partition)
+        for key in self.paid_keys(round_id, partition):
+            await self._table_write(self.snapshots_table, key, None, partition)
+
+    # A pay chunk's record "<round>|<p>|paid|<i>" = [[account, amount, claim figure]] (the round's memory
+    # in each account it paid: sharing.round_memory_rows) makes the chunk's claims durable; the accounts
+    # themselves are written once, at the round's sweep (worker/rounds.py).
+    def paid_keys(self, round_id: str, partition: int) -> list[str]:
+        prefix = f"{round_id}|{partition}|paid|"
+        return [key for key in list(self.snapshots_table.data) if key.startswith(prefix)]
+
+    async def write_paid(self, round_id: str, partition: int, index: int, rows: list[list[str]]) -> None:
+        """A pay chunk's record, delivered when it returns."""
+        key = f"{round_id}|{partition}|paid|{index}"
+        self.snapshots_table.data[key] = rows
+        await self.send_batched([(self.snapshots_table.changelog_topic.get_topic_name(), partition, encode(key),
+                                  encode_bounded(rows))])
+
+    def restore_round_claims(self, accounts: dict[str, AccountState], owned: set[int]) -> tuple[int, int]:
+        """After a recovery, before the accounts are taken over: the claims of the pay chunks recorded
+        (``write_paid``) applied again to the accounts recovered without them (an account that was never
+        written is created: its own events come again), and the memory of rounds swept already (kept by
+        a record written during their sweep) dropped. Returns (accounts restored, accounts cleared)."""
+        live: set[str] = set()
+        restored = 0
+        for round_id, partition, commit in self.snapshots_owned(owned):
+            live.add(round_id)
+            for key in self.paid_keys(round_id, partition):
+                rows = self.snapshots_table.data[key]
+                for account_id, _, _ in rows:
+                    if account_id not in accounts:
+                        accounts[account_id] = AccountState(account_id)
+                restored += restore_round_claims(accounts, round_id, commit["kind"], rows)
+        return restored, forget_rounds_except(accounts, live)
 
     async def _table_write(self, table: Any, key: str, value: Any, partition: int) -> None:
         """A changelog record of ``table`` in ``partition`` (None: a tombstone), as Faust writes them."""
@@ -810,13 +848,16 @@ class Runtime:
     async def flush(self) -> None:
         await flush_now(self.app.producer)
 
-    async def publish_round_chunk(self, events: list[tuple[str, Any]]) -> None:
-        """Publish a round's chunk (the participant pays it under the publish lock and publishes it in
-        a task, which a revocation waits for: ``RoundParticipant.settle``): the accounts it names
-        delivered, then its events, in producer batches. Each event is keyed by its account on
-        `loss-sharing` (SPEC §6): one rendered already (JSON text, ``pay_haircuts_rendered``) is sent as
-        its bytes, with no Output or encoding of its own; a dict goes through ``encode_output``."""
-        await self.persist_dirty({account_id for account_id, _ in events} or None)
+    async def publish_round_chunk(self, round_id: str, partition: int, index: int, paid: list[list[str]],
+                                  events: list[tuple[str, Any]]) -> None:
+        """Publish a round's pay chunk ``index`` (the participant pays it under the publish lock and
+        publishes it in a task, which a revocation waits for: ``RoundParticipant.settle``): its claims
+        delivered (``paid``, the chunk's record: ``write_paid``), then its events, in producer batches.
+        Each event is keyed by its account on `loss-sharing` (SPEC §6): one rendered already (JSON
+        text, ``pay_haircuts_rendered``) is sent as its bytes, with no Output or encoding of its own; a
+        dict goes through ``encode_output``."""
+        if paid:
+            await self.write_paid(round_id, partition, index, paid)
         topic = self.settings.topic("loss-sharing")
         known = sorted(await self._topic_partitions(topic))
         partition_of, same = self._partition_of, len(known) == self.settings.partitions

@@ -33,8 +33,9 @@ from .core.fund import FundLedger
 from .core.outputs import Output
 from .core.params import Params
 from .core.sharing import (DeficitBook, SharingError, Winner, forget_round, haircut_round_event, haircut_round_id,
-                           pay_haircuts_rendered, pay_repayments, repayment_budget, repayment_round_event, repayment_round_id,
-                           round_fund_entry, rounds_due, shared_amount, snapshot_rows_by_partition)
+                           pay_haircuts_rendered, pay_repayments, repayment_budget, repayment_round_event,
+                           repayment_round_id, round_fund_entry, round_memory_rows, rounds_due, shared_amount,
+                           snapshot_rows_by_partition)
 
 log = logging.getLogger("worker")
 BROADCAST = "loss-rounds"
@@ -373,13 +374,18 @@ class RoundParticipant:
                             if p not in rt.owned or not rt.assigned:
                                 revoked = True  # revoked meanwhile: the new owner pays (idempotently)
                                 break
+                            # the accounts are not marked changed: the chunk's claims are made durable
+                            # by its record (the round's memory of each account paid), and the accounts
+                            # are written once, at the sweep
                             events, chunk_paid, chunk_count = pay_partition(
                                 rt.params, rt.engine.accounts, message, rows[start:start + self.PAY_CHUNK],
-                                rt.engine.dirty)
+                                set())
+                            paid_rows = round_memory_rows(rt.engine.accounts, round_id, [a for a, _ in events])
                             # claims durable first, then the events: in a task of its own, delivered
                             # while the next chunk is paid (one chunk's publication waits for another
-                            # in nothing: their accounts and events are different ones)
-                            self._publishing.append(asyncio.ensure_future(rt.publish_round_chunk(events)))
+                            # in nothing: their records and events are different ones)
+                            self._publishing.append(asyncio.ensure_future(rt.publish_round_chunk(
+                                round_id, p, start // self.PAY_CHUNK, paid_rows, events)))
                         paid += chunk_paid
                         count += chunk_count
                         # (a task leaves the list once done, so that a revocation's settle waits for it)
@@ -418,10 +424,15 @@ class RoundParticipant:
                 self._publishing.pop(0)
 
     async def sweep(self) -> None:
-        """Drop the snapshots (and the accounts' memory) of rounds no longer in flight. The accounts
-        are written back chunk by chunk, each chunk under the publish lock, so that ticks publish
-        in between (a round's winners would otherwise be written in one go by the next publish);
-        the snapshot is dropped once its accounts are written."""
+        """Drop the snapshots (and the accounts' memory) of rounds no longer in flight. Until then a
+        round's claims are durable through its snapshot's pay chunk records (``Runtime.write_paid``);
+        the sweep first writes each account the round paid, its memory of the round kept, chunk by
+        chunk under the publish lock (ticks publish in between), then drops the snapshot and its
+        records, and only then forgets the memory, in memory only. So at any kill -9 an account's
+        claim is either in its record with the round's memory (a recovery leaves it) or in a chunk
+        record still there (a recovery applies it again: ``Runtime.restore_round_claims``), never both
+        applied; a record that keeps the memory of a round swept is cleared by the next write or
+        recovery."""
         rt = self.runtime
         async with rt.publish_lock:
             done = [(r, p, c) for r, p, c in rt.snapshots_owned() if r not in self.messages]
@@ -431,11 +442,15 @@ class RoundParticipant:
                 async with rt.publish_lock:
                     if p not in rt.owned or rt.snapshot_commit(round_id, p) is None:
                         break  # revoked meanwhile (its new owner sweeps), or swept already
-                    forget_partition(rt.engine.accounts, round_id, rows[start:start + self.PAY_CHUNK],
-                                     rt.engine.dirty)
+                    accounts = rt.engine.accounts
+                    for row in rows[start:start + self.PAY_CHUNK]:
+                        account = accounts.get(row[0])
+                        if account is not None and account.round_memory(round_id) is not None:
+                            rt.engine.dirty.add(row[0])  # written with the memory
                     await rt.persist_dirty_batched()
                     if start + self.PAY_CHUNK >= len(rows):
                         await rt.drop_snapshot(round_id, p, commit)
+                        forget_partition(accounts, round_id, rows, set())  # (nothing left to write)
                 await asyncio.sleep(0)  # let ticks through
 
     def stats(self) -> dict[str, Any]:

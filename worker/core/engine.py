@@ -367,6 +367,15 @@ class AccountState:
         in_call = self._in_call
         return in_call is not None and scope in in_call
 
+    def round_memory(self, round_id: str) -> list[str] | None:
+        """What round ``round_id`` paid here ([amount, claim figure]), None if nothing remembered."""
+        rounds = self._rounds
+        return None if rounds is None else rounds.get(round_id)
+
+    def remembered_rounds(self) -> list[str]:
+        rounds = self._rounds
+        return [] if rounds is None else list(rounds)
+
     def forget_round(self, round_id: str) -> bool:
         """Forget what round ``round_id`` paid; False if it paid nothing here (the container is
         released when it empties)."""

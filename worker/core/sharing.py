@@ -518,6 +518,56 @@ def forget_round(accounts: dict[str, Any], account_ids: Any, round_id: str, dirt
             dirty.add(account_id)
 
 
+def round_memory_rows(accounts: dict[str, Any], round_id: str, account_ids: list[str]) -> list[list[str]]:
+    """[account, amount, claim figure] of each of ``account_ids`` (paid in round ``round_id``) as the
+    round's memory in it holds them (``pay_haircuts``: [h, claim after]; ``pay_repayments``: [r, claim
+    before]): streaming's durable record of a pay chunk (``restore_round_claims``)."""
+    rows: list[list[str]] = []
+    for account_id in account_ids:
+        done = accounts[account_id].round_memory(round_id)
+        if done is None:
+            raise SharingError(f"{account_id} has no memory of round {round_id}")
+        rows.append([account_id, done[0], done[1]])
+    return rows
+
+
+def restore_round_claims(accounts: dict[str, Any], round_id: str, kind: str, rows: list[list[str]]) -> int:
+    """Apply again, to accounts recovered without it, what a pay chunk of round ``round_id`` did
+    (``round_memory_rows``): each account that does not remember the round gets its memory back and
+    its claim moved, +h (``kind`` "haircut") or −r (a repayment). An account that remembers it
+    already holds it (written since, or never lost). Every account named must be there. Returns how
+    many were restored. (Claims only add up, so the order of chunks and rounds does not matter.)"""
+    restored = 0
+    for account_id, amount_text, figure in rows:
+        account = accounts[account_id]
+        if account.round_memory(round_id) is not None:
+            continue
+        amount = int(amount_text)
+        if kind == "haircut":
+            account.claim_units += amount
+        else:
+            if account.claim_units < amount:
+                raise SharingError(f"restoring round {round_id}: {account_id} repaid {amount} of a claim of "
+                                   f"{account.claim_units}")
+            account.claim_units -= amount
+        account.rounds[round_id] = [amount_text, figure]
+        restored += 1
+    return restored
+
+
+def forget_rounds_except(accounts: dict[str, Any], live: set[str]) -> int:
+    """Drop every round memory but those of rounds in ``live`` (rounds whose snapshot is still kept):
+    a record written during a round's sweep keeps the memory (worker/rounds.py), and nothing but a
+    later write drops it. Returns how many accounts changed (in memory only: nothing to write)."""
+    changed = 0
+    for account in accounts.values():
+        stale = [round_id for round_id in account.remembered_rounds() if round_id not in live]
+        for round_id in stale:
+            account.forget_round(round_id)
+        changed += 1 if stale else 0
+    return changed
+
+
 # ------------------------------------------------------- one process (replay)
 def rounds_due(params: Params, book: DeficitBook, claims_units: int, fund_balance_units: int, symbol: str,
                ts: int, seq: int | None = None) -> tuple[list[str], bool]:
