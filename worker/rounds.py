@@ -288,12 +288,18 @@ class RoundParticipant:
         self._task: asyncio.Future | None = None
         self._publishing: list[asyncio.Future[None]] = []  # chunks' publications under way, oldest first
         self._failures: list[BaseException] = []  # theirs, until the pay loop takes them
-        # fault injection for the kill -9 tests only: "<phase>:<seconds>" holds this process the
-        # first time it acts on a round in that phase (tests/test_broker_sharing.py)
+        # fault injection for the kill -9 tests only (tests/test_broker_sharing.py): "<phase>:<seconds>"
+        # holds this process once per round: "announce" or "allocate" when it first acts on the round
+        # in that phase, "paid" once the round's first pay chunk is delivered (its record and events),
+        # "sweep" once the sweep has written the first chunk of the round's accounts; and
+        # RISK_TEST_PAY_CHUNK pays (and sweeps) in chunks of that many accounts
         pause = os.environ.get("RISK_TEST_ROUND_PAUSE", "")
         self._pause_phase, _, seconds = pause.partition(":")
         self._pause_s = float(seconds or 0)
         self._paused: set[str] = set()
+        self.holding: str | None = None  # the phase held now (/stats: the tests wait for it)
+        if os.environ.get("RISK_TEST_PAY_CHUNK"):
+            self.PAY_CHUNK = int(os.environ["RISK_TEST_PAY_CHUNK"])
 
     # ----------------------------------------------------------- broadcast
     def on_message(self, message: dict[str, Any]) -> None:
@@ -335,11 +341,7 @@ class RoundParticipant:
             await self.sweep()
             return
         rt = self.runtime
-        if message["phase"] == self._pause_phase and round_id not in self._paused:
-            self._paused.add(round_id)
-            log.warning("RISK_TEST_ROUND_PAUSE: holding round %s in %s for %.1f s", round_id, message["phase"],
-                        self._pause_s)
-            await asyncio.sleep(self._pause_s)
+        if await self._hold(message["phase"], round_id):
             message = self.messages.get(round_id)
             if message is None:
                 return
@@ -390,6 +392,9 @@ class RoundParticipant:
                         count += chunk_count
                         # (a task leaves the list once done, so that a revocation's settle waits for it)
                         await self._settle(keep=self.CHUNKS_IN_FLIGHT - 1)
+                        if self._pause_phase == "paid" and chunk_count:
+                            await self._settle(keep=0)
+                            await self._hold("paid", round_id)
                         if self._failures:
                             break
                         await asyncio.sleep(0)  # let ticks through
@@ -452,6 +457,19 @@ class RoundParticipant:
                         await rt.drop_snapshot(round_id, p, commit)
                         forget_partition(accounts, round_id, rows, set())  # (nothing left to write)
                 await asyncio.sleep(0)  # let ticks through
+                await self._hold("sweep", round_id)
+
+    async def _hold(self, phase: str, round_id: str) -> bool:
+        """RISK_TEST_ROUND_PAUSE (the kill -9 tests only): hold here the first time per round."""
+        if phase != self._pause_phase or f"{phase}:{round_id}" in self._paused:
+            return False
+        self._paused.add(f"{phase}:{round_id}")
+        log.warning("RISK_TEST_ROUND_PAUSE: holding round %s in %s for %.1f s", round_id, phase, self._pause_s)
+        self.holding = phase
+        await asyncio.sleep(self._pause_s)
+        self.holding = None
+        return True
 
     def stats(self) -> dict[str, Any]:
-        return {"rounds_seen_in_flight": len(self.messages), "round_queue": self.queue.qsize()}
+        return {"rounds_seen_in_flight": len(self.messages), "round_queue": self.queue.qsize(),
+                "holding": self.holding}
