@@ -117,7 +117,27 @@ def check_rounds(found: dict, deficit_recorded: Counter) -> dict:
             last[e["account_id"]] = units(e["claim_after"])
     for account, claim in last.items():
         assert claim == claims[account] >= 0, account
-    return {"summaries": len(summaries), "haircuts": sum(1 for e in events if e["type"] == "haircut")}
+    return {"summaries": len(summaries), "haircuts": sum(1 for e in events if e["type"] == "haircut"),
+            "claims": {account: claim for account, claim in claims.items() if claim}}
+
+
+def stored_claims(broker, topic: str) -> dict[str, int]:
+    """Each account's claim in its last `accounts` changelog record (those with one), read to the end."""
+    from worker.app import account_from_stored
+
+    seen = {"records": -1, "quiet": 0}
+
+    def read_out(found: dict) -> bool:  # ~1 s with nothing new
+        records = len(found[topic])
+        seen["quiet"] = seen["quiet"] + 1 if records == seen["records"] and records else 0
+        seen["records"] = records
+        return seen["quiet"] >= 5
+
+    last: dict[str, bytes | None] = {}
+    for key, value in asyncio.run(read_topics(broker.bootstrap, [topic], until=read_out, timeout_s=30))[topic]:
+        last[json.loads(key)] = value
+    claims = {account: account_from_stored(value).claim_units for account, value in last.items() if value}
+    return {account: claim for account, claim in claims.items() if claim}
 
 
 @pytest.mark.parametrize("phase", ["announce", "allocate", "paid", "sweep"],
@@ -166,9 +186,18 @@ def test_kill_9_in_the_middle_of_a_round_loses_and_doubles_nothing(broker, prefi
         asyncio.run(feed_lockstep(broker.bootstrap, ticks[3:], live, prefix, timeout_s=120, rounds=True))
         found = read(broker, prefix, every_round_summarized)
         assert group.recovery_errors() == []
+
+        def swept() -> bool:  # every round's snapshot dropped: its accounts written, claims and all
+            stats = [fetch_stats(p) for p in live]
+            return all(s and s["participant"]["snapshots_kept"] == 0 for s in stats)
+
+        asyncio.run(wait_for(swept, 60, "every round swept", 0.1))
+    # (the workers stopped: what they had changed is written)
     recorded: Counter = Counter()
     for value in found["insurance-fund"]:
         if value["type"] == "socialized_loss":
             recorded[(value["symbol"], value["side"])] += units(value["amount"])
     figures = check_rounds(found, recorded)
     assert figures["haircuts"] > 0 and figures["summaries"] >= 2
+    # each account's claim as its last record holds it = Σ its haircuts − Σ its repayments
+    assert stored_claims(broker, prefix + "w-accounts-changelog") == figures["claims"]

@@ -472,4 +472,4 @@ class RoundParticipant:
 
     def stats(self) -> dict[str, Any]:
         return {"rounds_seen_in_flight": len(self.messages), "round_queue": self.queue.qsize(),
-                "holding": self.holding}
+                "snapshots_kept": len(self.runtime.snapshots_owned()), "holding": self.holding}
