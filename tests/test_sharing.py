@@ -510,13 +510,14 @@ def test_a_repayment_chunk_s_record_takes_its_repayments_off_again(claim_before,
                                                                                               str(claim_before)]
 
 
-def test_restoring_a_repayment_beyond_the_claim_raises_rather_than_clamps():
+def test_restoring_a_repayment_beyond_the_claim_raises_rather_than_clamps_and_applies_nothing():
     from worker.core.engine import AccountState
     from worker.core.sharing import SharingError, restore_round_claims
 
-    accounts = {"bob": AccountState("bob", claim_units=3)}
+    accounts = {"alice": AccountState("alice", claim_units=9), "bob": AccountState("bob", claim_units=3)}
     with pytest.raises(SharingError, match="repaid 4 of a claim of 3"):
-        restore_round_claims(accounts, "R", "repay", [["bob", "4", "3"]])
+        restore_round_claims(accounts, "R", "repay", [["alice", "2", "9"], ["bob", "4", "3"]])
+    assert [(a.claim_units, a.round_memory("R")) for a in accounts.values()] == [(9, None), (3, None)]
 
 
 def test_a_recovery_drops_the_memory_of_rounds_swept_and_keeps_those_in_flight():

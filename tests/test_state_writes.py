@@ -236,3 +236,23 @@ def test_a_partition_s_acceptor_answers_as_holds_and_keeps_the_same_accounts():
         assert dict(by_acceptor) == dict(by_holds) == {a: 2 for a in accounts if expected[a] == 2}
     by_acceptor["x"] = 3  # an account known in another partition (a lookup kept it) is not this one's
     assert not accept("x") and by_acceptor.acceptor(3)("x")
+
+
+def test_a_recovery_restores_pay_records_haircuts_first_creates_accounts_and_drops_swept_memory():
+    # recovered: bob's record from before two rounds of partition 0 (claim 3, and the memory of a round
+    # "old" whose snapshot is gone); pay records: haircut round H paid bob 5 (claim after 8) and dan 2
+    # (never written), repayment round R repaid bob 7 of his 8. Applied in the records' order (R first)
+    # bob's 3 − 7 would go below 0; haircuts first: 3 + 5 − 7 = 1.
+    runtime, _ = runtime_with_changed([])
+    runtime.snapshots_table = Table()
+    runtime.snapshots_table.data.update({
+        "R|0": {"kind": "repay", "total": "8", "count": 1, "chunks": 1}, "R|0|paid|0": [["bob", "7", "8"]],
+        "H|0": {"kind": "haircut", "total": "9", "count": 2, "chunks": 1},
+        "H|0|paid|0": [["bob", "5", "8"], ["dan", "2", "2"]],
+        "X|1": {"kind": "haircut", "total": "1", "count": 1, "chunks": 1}, "X|1|paid|0": [["erin", "1", "1"]]})
+    accounts = {"bob": AccountState("bob", claim_units=3, rounds={"old": ["1", "1"]})}
+    assert runtime.restore_round_claims(accounts, owned={0}) == (3, 1)  # (partition 1 is not owned)
+    assert {a: (s.claim_units, {r: s.round_memory(r) for r in s.remembered_rounds()})
+            for a, s in accounts.items()} == {"bob": (1, {"H": ["5", "8"], "R": ["7", "8"]}),
+                                              "dan": (2, {"H": ["2", "2"]})}
+    assert runtime.restore_round_claims(accounts, owned={0}) == (0, 0)  # applied once

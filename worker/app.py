@@ -30,7 +30,7 @@ from .core.engine import AccountState, Engine, fund_request
 from .core.fund import FundLedger
 from .core.outputs import Output, Source
 from .core.params import Params, load_params
-from .core.sharing import forget_rounds_except, restore_round_claims, snapshot_total
+from .core.sharing import SharingError, forget_rounds_except, restore_round_claims, snapshot_total
 from .faust_compat import flush_now, patch_fetch_max_wait, patch_recovery_highwaters
 from .faust_monitor import LeanMonitor
 from .kafka_security import new_consumer
@@ -825,15 +825,22 @@ class Runtime:
         written is created: its own events come again), and the memory of rounds swept already (kept by
         a record written during their sweep) dropped. Returns (accounts restored, accounts cleared)."""
         live: set[str] = set()
-        restored = 0
+        chunks: list[tuple[bool, str, str, str]] = []  # (a repayment, round, kind, record key)
         for round_id, partition, commit in self.snapshots_owned(owned):
             live.add(round_id)
-            for key in self.paid_keys(round_id, partition):
-                rows = self.snapshots_table.data[key]
-                for account_id, _, _ in rows:
-                    if account_id not in accounts:
-                        accounts[account_id] = AccountState(account_id)
-                restored += restore_round_claims(accounts, round_id, commit["kind"], rows)
+            chunks += [(commit["kind"] != "haircut", round_id, commit["kind"], key)
+                       for key in self.paid_keys(round_id, partition)]
+        restored = 0
+        for _, round_id, kind, key in sorted(chunks):  # haircuts first (restore_round_claims)
+            rows = self.snapshots_table.data[key]
+            for account_id, _, _ in rows:
+                if account_id not in accounts:
+                    accounts[account_id] = AccountState(account_id)
+            try:
+                restored += restore_round_claims(accounts, round_id, kind, rows)
+            except SharingError:  # never, by construction: logged, counted (/stats), the recovery goes on
+                log.critical("round %s: pay record %s not restored", round_id, key, exc_info=True)
+                self.counters["internal_error:rounds"] += 1
         return restored, forget_rounds_except(accounts, live)
 
     async def _table_write(self, table: Any, key: str, value: Any, partition: int) -> None:

@@ -536,23 +536,24 @@ def restore_round_claims(accounts: dict[str, Any], round_id: str, kind: str, row
     (``round_memory_rows``): each account that does not remember the round gets its memory back and
     its claim moved, +h (``kind`` "haircut") or −r (a repayment). An account that remembers it
     already holds it (written since, or never lost). Every account named must be there. Returns how
-    many were restored. (Claims only add up, so the order of chunks and rounds does not matter.)"""
-    restored = 0
+    many were restored; all or nothing (SharingError, nothing applied, if a repayment would take a
+    claim below 0). Claims add up in any order, but a repayment checks the claim it comes off: apply
+    every haircut chunk before any repayment chunk (the claims are then never below their end)."""
+    sign = 1 if kind == "haircut" else -1
+    apply: list[tuple[Any, int, list[str]]] = []
     for account_id, amount_text, figure in rows:
         account = accounts[account_id]
         if account.round_memory(round_id) is not None:
             continue
         amount = int(amount_text)
-        if kind == "haircut":
-            account.claim_units += amount
-        else:
-            if account.claim_units < amount:
-                raise SharingError(f"restoring round {round_id}: {account_id} repaid {amount} of a claim of "
-                                   f"{account.claim_units}")
-            account.claim_units -= amount
-        account.rounds[round_id] = [amount_text, figure]
-        restored += 1
-    return restored
+        if sign < 0 and account.claim_units < amount:
+            raise SharingError(f"restoring round {round_id}: {account_id} repaid {amount} of a claim of "
+                               f"{account.claim_units}")
+        apply.append((account, amount, [amount_text, figure]))
+    for account, amount, memory in apply:
+        account.claim_units += sign * amount
+        account.rounds[round_id] = memory
+    return len(apply)
 
 
 def forget_rounds_except(accounts: dict[str, Any], live: set[str]) -> int:
