@@ -228,3 +228,19 @@ def test_a_chunk_that_failed_under_a_revocations_settle_still_stops_the_report(m
         assert reports == []  # no report for a partition whose chunk was not published
 
     asyncio.run(scenario())
+
+
+def test_a_winner_never_written_before_a_takeover_is_paid_into_a_new_account():
+    # a snapshot row whose account the new owner does not hold (its record was not yet written when
+    # the old owner died; its own events come again): paid, not a KeyError that stalls the round.
+    # W = 10, A = 5: h = ⌊5 · 10 / 10⌋ = 5 units, the claim starts there
+    from tests.fixtures import sharing_book
+    from worker.rounds import pay_partition
+
+    params = sharing_book().engine.params
+    accounts: dict = {}
+    message = {"kind": "haircut", "round_id": "r", "ts": 1, "symbol": "BTC-PERP", "loss_side": "long",
+               "total": "10", "amount": "5"}
+    events, paid, count = pay_partition(params, accounts, message, [["zed", "cross", "10"]], set())
+    assert (paid, count, [a for a, _ in events]) == (5, 1, ["zed"])
+    assert accounts["zed"].claim_units == 5 and accounts["zed"].round_memory("r") == ["5", "5"]

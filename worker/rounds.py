@@ -29,6 +29,7 @@ import os
 import time
 from typing import Any
 
+from .core.engine import AccountState
 from .core.fund import FundLedger
 from .core.outputs import Output
 from .core.params import Params
@@ -254,6 +255,9 @@ def pay_partition(params: Params, accounts: dict[str, Any], message: dict[str, A
     account on `loss-sharing` (SPEC §6); a haircut as its JSON text (``pay_haircuts_rendered``) unless
     JSON would escape one of its strings, a dict otherwise (``Runtime.publish_round_chunk`` sends both)."""
     total, amount = int(message["total"]), int(message["amount"])
+    for row in rows:  # a winner whose record was never written (taken over before the commit's flush
+        if row[0] not in accounts:  # wrote it): its own events come again, its claim starts here
+            accounts[row[0]] = AccountState(row[0])
     events: list[tuple[str, Any]]
     if message["kind"] == "haircut":
         snapshot: list[Winner] = [(a, scope, int(w)) for a, scope, w in rows]
