@@ -34,7 +34,7 @@ from .core.sharing import SharingError, forget_rounds_except, restore_round_clai
 from .faust_compat import flush_now, patch_fetch_max_wait, patch_recovery_highwaters
 from .faust_monitor import LeanMonitor
 from .kafka_security import new_consumer
-from .rounds import BROADCAST, RoundCoordinator, RoundParticipant, item_key
+from .rounds import BROADCAST, RoundCoordinator, RoundParticipant, hold_accounts, item_key
 from .settings import WorkerSettings
 from .gc_tuning import freeze_after_full_collections, tune_collector
 from .store import register as register_store
@@ -833,9 +833,7 @@ class Runtime:
         restored = 0
         for _, round_id, kind, key in sorted(chunks):  # haircuts first (restore_round_claims)
             rows = self.snapshots_table.data[key]
-            for account_id, _, _ in rows:
-                if account_id not in accounts:
-                    accounts[account_id] = AccountState(account_id)
+            hold_accounts(accounts, rows)
             try:
                 restored += restore_round_claims(accounts, round_id, kind, rows)
             except SharingError:  # never, by construction: logged, counted (/stats), the recovery goes on

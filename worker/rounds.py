@@ -249,15 +249,23 @@ def partition_snapshot(params: Params, accounts: dict[str, Any], message: dict[s
                                       message.get("loss_side"), message.get("mark"), partition_of)
 
 
+def hold_accounts(accounts: dict[str, Any], rows: list[list[Any]]) -> None:
+    """Create the account of each row (its first field) that ``accounts`` does not hold: one whose
+    record was never written before a takeover (the commit's flush had not run). Its own events come
+    again; its claim starts with the round's pay (``pay_partition``) or pay record
+    (``Runtime.restore_round_claims``)."""
+    for row in rows:
+        if row[0] not in accounts:
+            accounts[row[0]] = AccountState(row[0])
+
+
 def pay_partition(params: Params, accounts: dict[str, Any], message: dict[str, Any], rows: list[list[Any]],
                   dirty: set[str]) -> tuple[list[tuple[str, Any]], int, int]:
     """Pay one partition's snapshot: ([(account, event)], paid, how many events), each event keyed by its
     account on `loss-sharing` (SPEC §6); a haircut as its JSON text (``pay_haircuts_rendered``) unless
     JSON would escape one of its strings, a dict otherwise (``Runtime.publish_round_chunk`` sends both)."""
     total, amount = int(message["total"]), int(message["amount"])
-    for row in rows:  # a winner whose record was never written (taken over before the commit's flush
-        if row[0] not in accounts:  # wrote it): its own events come again, its claim starts here
-            accounts[row[0]] = AccountState(row[0])
+    hold_accounts(accounts, rows)
     events: list[tuple[str, Any]]
     if message["kind"] == "haircut":
         snapshot: list[Winner] = [(a, scope, int(w)) for a, scope, w in rows]
